@@ -1,0 +1,28 @@
+"""On-device view generators. ``create_view_builder`` picks one by the ``views`` config key."""
+from logging import getLogger
+
+from recbole_lumos.errors import LumosError
+
+VIEW_KINDS = ("llm", "embedding", "random")
+
+
+def create_view_builder(config, dataset):
+    kind = config["views"]
+    if kind == "random":
+        from recbole_lumos.augment.random_views import RandomViewBuilder
+
+        return RandomViewBuilder(dataset.item_num, seed=config["seed"])
+    if kind == "embedding":
+        from recbole_lumos.augment.embedding_views import build_embedding_views
+
+        return build_embedding_views(config, dataset)
+    if kind == "llm":
+        try:
+            from recbole_lumos.augment.llm_views import build_llm_views
+
+            return build_llm_views(config, dataset)
+        except (ImportError, OSError) as e:  # no LLM available here: say why in one line, keep going
+            getLogger().warning(f"LLM views unavailable ({type(e).__name__}: {e}); falling back to embedding views")
+            config["views"] = "embedding"
+            return create_view_builder(config, dataset)
+    raise LumosError(f"Unknown views '{kind}': choose one of {', '.join(VIEW_KINDS)}")

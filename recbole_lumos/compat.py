@@ -1,0 +1,70 @@
+"""RecBole 1.2.1 on numpy 2, torch >= 2.6, pandas 2 and a current Ray (see ../shared/STACK.md).
+
+``apply()`` runs when ``recbole_lumos`` is imported, so every process that imports the package (the CLI, tests,
+Ray Tune workers) is patched before RecBole builds its first ``Config``. It is idempotent.
+
+  1. numpy 2 removed ``np.float_``/``np.complex_``/``np.unicode_``, which ``Config.compatibility_settings`` and
+     RecBole's metrics read: restore them as aliases.
+  2. torch >= 2.6 loads with ``weights_only=True``; RecBole's checkpoints pickle the whole Config. Only calls
+     made FROM RecBole's own modules get ``weights_only=False`` (their files are RecBole's own checkpoints);
+     every other caller keeps torch's safe default.
+  3/4. pandas 3 breaks RecBole's Dataset (copy-on-write ``fillna(inplace=True)``, ``Series.agg(len)``):
+     setup.py pins ``pandas<3``; ``apply()`` refuses to run on pandas 3 with a one-line error.
+  5. ``recbole.model.sequential_recommender.sine`` switches autograd anomaly mode on at import (25-30 % slower
+     training): import it now, then switch it off again.
+  6. RecBole pins ``ray<=2.6.3``: the install step installs RecBole with ``--no-deps`` beside a current Ray
+     (see README); RecBole's own ``hyper_tuning`` is not used.
+"""
+import functools
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recbole_lumos.errors import LumosError
+
+_applied = False
+
+
+def _restore_numpy_aliases():
+    for alias, target in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
+        if not hasattr(np, alias):
+            setattr(np, alias, target)
+
+
+def _recbole_torch_load(original):
+    @functools.wraps(original)
+    def load(*args, **kwargs):
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("recbole.") and "weights_only" not in kwargs:
+            kwargs["weights_only"] = False  # RecBole's own checkpoints, written by RecBole
+        return original(*args, **kwargs)
+
+    load.recbole_lumos_patched = True
+    return load
+
+
+def _check_pandas():
+    if int(pd.__version__.split(".")[0]) >= 3:
+        raise LumosError(
+            f"pandas {pd.__version__} breaks RecBole 1.2.1's Dataset; install pandas 2: pip install 'pandas>=2.2,<3'"
+        )
+
+
+def _silence_anomaly_mode():
+    import recbole.model.sequential_recommender  # noqa: F401  (runs sine.py, which turns anomaly mode on)
+
+    torch.autograd.set_detect_anomaly(False)
+
+
+def apply():
+    global _applied
+    if _applied:
+        return
+    _restore_numpy_aliases()
+    if not getattr(torch.load, "recbole_lumos_patched", False):
+        torch.load = _recbole_torch_load(torch.load)
+    _check_pandas()
+    _silence_anomaly_mode()
+    _applied = True

@@ -1,0 +1,107 @@
+"""RecBole atomic files: staged (all-or-nothing) writing, validation, and the dataset entry point for the CLI."""
+import glob
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+
+from recbole_lumos.errors import LumosError
+
+FIELD_TYPES = {"token", "token_seq", "float", "float_seq"}
+BUILT_IN = ("ml-100k", "ml-1m")
+
+
+@contextmanager
+def staged_output(folder):
+    """Yield a temp folder next to `folder`; its files move into `folder` only if the block succeeds.
+
+    Sub-folders of the temp folder are scratch space and are discarded. The `.inter` file moves last,
+    so its presence means the conversion finished.
+    """
+    os.makedirs(folder, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}-partial-", dir=os.path.dirname(folder) or ".")
+    try:
+        yield tmp
+        for name in sorted(os.listdir(tmp), key=lambda n: n.endswith(".inter")):
+            if os.path.isfile(os.path.join(tmp, name)):
+                os.replace(os.path.join(tmp, name), os.path.join(folder, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _parse_header(path, header):
+    fields, names = header.split("\t"), []
+    for field in fields:
+        name, sep, ftype = field.partition(":")
+        if not sep or not name or ftype not in FIELD_TYPES:
+            raise LumosError(
+                f"{path} line 1: header field '{field}' is not name:type with type one of "
+                f"{', '.join(sorted(FIELD_TYPES))}; fix the header, e.g. 'user_id:token'"
+            )
+        if name in names:
+            raise LumosError(f"{path} line 1: field '{name}' appears twice in the header; rename or drop one")
+        names.append(name)
+    return fields
+
+
+def _is_number(value):
+    try:
+        float(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _validate_file(path):
+    with open(path, encoding="utf-8") as f:
+        try:
+            fields = _parse_header(path, f.readline().rstrip("\n"))
+            n = len(fields)
+            float_cols = [i for i, field in enumerate(fields) if field.endswith(":float")]
+            for lineno, line in enumerate(f, 2):
+                cols = line.rstrip("\n").split("\t")
+                if len(cols) != n:
+                    raise LumosError(
+                        f"{path} line {lineno}: {len(cols)} tab-separated columns, the header has {n}; "
+                        "fix that line (columns are separated by one tab, empty values are allowed)"
+                    )
+                for i in float_cols:
+                    if cols[i] and not _is_number(cols[i]):  # empty means missing, which RecBole allows
+                        raise LumosError(
+                            f"{path} line {lineno}: '{cols[i]}' in float column '{fields[i]}' is not a number; "
+                            "fix the value or declare the column as :token"
+                        )
+        except UnicodeDecodeError:
+            raise LumosError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
+
+
+def validate_atomic_files(data_path, name):
+    """Check data_path/name/name.{inter,item,user} (those that exist); raise LumosError at the first problem."""
+    for suffix in ("inter", "item", "user"):
+        path = os.path.join(data_path, name, f"{name}.{suffix}")
+        if os.path.isfile(path):
+            _validate_file(path)
+
+
+def ensure_dataset(name, data_path, show_progress=True):
+    """Make data_path/name ready for RecBole: download/convert what we know how to, then validate."""
+    # imported here: these modules use staged_output from this one
+    from recbole_lumos.data.movielens import prepare_ml1m
+    from recbole_lumos.data.sequence_format import convert_sequence_file
+
+    folder = os.path.join(data_path, name)
+    if name == "ml-100k" and not os.path.isdir(folder):
+        return  # RecBole falls back to the copy in its wheel
+    if name == "ml-1m":
+        prepare_ml1m(data_path, show_progress=show_progress)
+    elif not os.path.isfile(os.path.join(folder, f"{name}.inter")):
+        txts = sorted(glob.glob(os.path.join(folder, "*.txt")))
+        if len(txts) > 1:
+            raise LumosError(f"Several .txt files in {folder}: keep only the one-line-per-user sequence file")
+        if not txts:
+            raise LumosError(
+                f"Unknown dataset '{name}': put RecBole atomic files at {folder}/{name}.inter "
+                f"(or a one-line-per-user .txt file there); built in: {', '.join(BUILT_IN)}"
+            )
+        convert_sequence_file(txts[0], data_path, name)
+    validate_atomic_files(data_path, name)

@@ -1,0 +1,77 @@
+"""Every client's training tensors, laid out once so that a cohort of clients is gathered with one index.
+
+A user's training history becomes windows of L+1 items (stride L from the most recent end, so each training
+target is predicted exactly once), an anchor (its last L items) and its three views (last L items of each).
+Row 0 of every table is all padding: cohorts pad their clients to the same number of windows/users with it.
+"""
+import numpy as np
+import torch
+
+
+def right_pad(sequences, width):
+    out = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        seq = np.asarray(seq, dtype=np.int64)[-width:]
+        out[row, : len(seq)] = seq
+    return out
+
+
+def windows_of(history, max_len):
+    """Windows [k, L+1] covering every target of the history once, most recent window last."""
+    ends = range(len(history), 1, -max_len)
+    return [history[max(0, end - max_len - 1) : end] for end in ends][::-1]
+
+
+class ClientData:
+    def __init__(self, histories, clients, views, max_len):
+        """histories {user: items}; clients [array of users]; views {user: ClientViews} or None."""
+        users = sorted(histories)
+        user_row = {user: row + 1 for row, user in enumerate(users)}
+        windows, user_windows = [np.zeros(max_len + 1, dtype=np.int64)], {}
+        for user in users:
+            own = right_pad(windows_of(histories[user], max_len), max_len + 1)
+            user_windows[user] = np.arange(len(windows), len(windows) + len(own))
+            windows.extend(own)
+        self.windows = torch.from_numpy(np.stack(windows))
+        self.anchor = torch.from_numpy(right_pad([[]] + [histories[u] for u in users], max_len))
+        view_rows = [[[], [], []]] + [
+            [views[u].future, views[u].rephrase, views[u].counterfactual] if views else [[], [], []] for u in users
+        ]
+        self.views = torch.from_numpy(right_pad([v for row in view_rows for v in row], max_len)).view(-1, 3, max_len)
+        self.client_users = [np.array([user_row[u] for u in client]) for client in clients]
+        self.client_windows = [np.concatenate([user_windows[u] for u in client]) for client in clients]
+        self.num_samples = torch.tensor([float((self.windows[w, 1:] > 0).sum()) for w in self.client_windows])
+
+    @property
+    def num_clients(self):
+        return len(self.client_users)
+
+    @staticmethod
+    def _pad_index(lists):
+        index = np.zeros((len(lists), max(len(x) for x in lists)), dtype=np.int64)
+        for row, values in enumerate(lists):
+            index[row, : len(values)] = values
+        return torch.from_numpy(index)
+
+    def cohort(self, client_ids):
+        """Stacked tensors of several clients: windows [C, W, L+1], anchor [C, U, L], views [C, U, 3, L]."""
+        window_index = self._pad_index([self.client_windows[c] for c in client_ids])
+        user_index = self._pad_index([self.client_users[c] for c in client_ids])
+        return {"windows": self.windows[window_index], "anchor": self.anchor[user_index], "views": self.views[user_index]}
+
+    def batch_of_users(self, client_ids):
+        """The same data for centralised training: all windows and users of these clients in one batch."""
+        windows = torch.from_numpy(np.concatenate([self.client_windows[c] for c in client_ids]))
+        users = torch.from_numpy(np.concatenate([self.client_users[c] for c in client_ids]))
+        return {"windows": self.windows[windows], "anchor": self.anchor[users], "views": self.views[users]}
+
+    def order_by_size(self, client_ids):
+        """Clients sorted by window count, so each cohort pads little."""
+        return sorted(client_ids, key=lambda c: (len(self.client_windows[c]), len(self.client_users[c])))
+
+
+def random_negatives(anchor, num_negatives, num_items, generator):
+    """[..., U, K, L] random catalogue items shaped like each anchor: negatives drawn on the client itself."""
+    shape = anchor.shape[:-1] + (num_negatives, anchor.shape[-1])
+    items = torch.randint(1, num_items, shape, generator=generator)
+    return items * (anchor > 0).unsqueeze(-2)

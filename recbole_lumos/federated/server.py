@@ -1,0 +1,39 @@
+"""The server side of a round: sample clients, send the shared parameters, aggregate, apply.
+
+The server only ever holds the shared parameters and receives ``ClientUpdate``s (shared-parameter deltas and
+sample counts). Applying the aggregated delta goes through an ordinary torch optimizer over the shared
+parameters, with the negated delta as the gradient: ``learner: sgd`` with ``learning_rate: 1`` is plain FedAvg,
+``learner: adam`` is FedAdam (Reddi et al., 2021), RecBole's own ``learner``/``learning_rate`` keys.
+"""
+import torch
+
+
+class Server:
+    def __init__(self, shared_params, aggregator, optimizer, num_clients, client_fraction):
+        self.params = shared_params  # {name: nn.Parameter} of the global model
+        self.aggregator, self.optimizer = aggregator, optimizer
+        self.num_clients = num_clients
+        self.per_round = max(1, round(client_fraction * num_clients))
+
+    def sample_clients(self, generator):
+        return torch.randperm(self.num_clients, generator=generator)[: self.per_round].tolist()
+
+    def broadcast(self):
+        """The shared parameters, as sent to every sampled client."""
+        return {name: p.detach().clone() for name, p in self.params.items()}
+
+    def payload_bytes(self):
+        return sum(p.numel() * p.element_size() for p in self.params.values())
+
+    def start_round(self):
+        self.aggregator.start()
+
+    def receive(self, update):
+        self.aggregator.add(update.deltas, update.num_samples)
+
+    def finish_round(self):
+        delta = self.aggregator.result()
+        self.optimizer.zero_grad(set_to_none=True)
+        for name, p in self.params.items():
+            p.grad = -delta[name]
+        self.optimizer.step()

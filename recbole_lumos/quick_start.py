@@ -1,0 +1,205 @@
+"""config -> dataset -> model -> trainer -> results: RecBole's run_recbole, with the plugin's defaults and lookup.
+
+Config precedence is RecBole's: RecBole's built-in yaml < the plugin's ``properties/`` (overall, model, dataset)
+< ``--config_files`` < ``config_dict`` (the command line's ``--key=value``, a Ray Tune trial's sample).
+"""
+import json
+import os
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from logging import getLogger
+
+import torch
+import yaml
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_lumos import registry
+from recbole_lumos.data.atomic import ensure_dataset
+from recbole_lumos.errors import LumosError
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROPERTIES = os.path.join(PACKAGE_ROOT, "properties")
+REPORTED_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
+PRINTED_NAMES = {"hit": "HR", "ndcg": "NDCG"}
+
+
+def default_config_files(model_name, dataset_name):
+    """The plugin's yaml files that apply to this model and dataset, lowest precedence first."""
+    names = ["overall.yaml", f"model/{model_name}.yaml", f"dataset/{dataset_name}.yaml"]
+    if model_name in registry.plugin_models():  # the LUMOS family shares one base file
+        names[1:1] = ["augment.yaml", "model/LUMOS.yaml"] if model_name != "LUMOS" else ["augment.yaml"]
+    paths = [os.path.join(PROPERTIES, name) for name in names]
+    return [path for path in paths if os.path.isfile(path)]
+
+
+def _load_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise LumosError(f"Config file {path} is not valid yaml ({str(e).splitlines()[0]}): fix its syntax") from None
+
+
+@contextmanager
+def _argv_hidden():
+    """RecBole parses every --key=value in sys.argv; the CLI hands them over as config_dict instead."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _check_types(user_settings, defaults):
+    """A value given on the command line must have the type of its default: --learning_rate=abc is refused."""
+    for key, value in user_settings.items():
+        default = defaults.get(key)
+        if default is None or value is None:
+            continue
+        numbers = (int, float)
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(default, bool) == isinstance(value, bool)
+        elif isinstance(default, numbers):
+            ok = isinstance(value, numbers) and not (isinstance(default, int) and isinstance(value, float))
+        else:
+            ok = isinstance(value, type(default)) or (isinstance(default, (list, dict)) and isinstance(value, (list, dict)))
+        if not ok:
+            raise LumosError(
+                f"Config key '{key}' expects a {type(default).__name__} like its default {default!r}, "
+                f"got {value!r}: fix --{key}=..."
+            )
+
+
+def _check_settings(config):
+    """Settings RecBole would accept and then crash on much later."""
+    topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+    if not topk or any(not isinstance(k, int) or k < 1 for k in topk):
+        raise LumosError(f"topk must be positive integers, got {config['topk']!r}")
+    metric, _, k = str(config["valid_metric"]).partition("@")
+    if metric.lower() not in [m.lower() for m in config["metrics"]] or (k and int(k) not in topk):
+        raise LumosError(
+            f"valid_metric {config['valid_metric']} is not among metrics {config['metrics']} at topk {topk}: "
+            "add it to metrics/topk or choose another valid_metric"
+        )
+    for key in ("epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH"):
+        if config[key] is not None and config[key] < 1:
+            raise LumosError(f"{key} must be at least 1, got {config[key]}")
+    if config["learning_rate"] is not None and config["learning_rate"] <= 0:
+        raise LumosError(f"learning_rate must be positive, got {config['learning_rate']}")
+
+
+def build_config(model, dataset, config_file_list=None, config_dict=None):
+    """A RecBole Config for any model (plugin or RecBole) with the plugin's defaults; bad input -> LumosError."""
+    registry.install()
+    model_class = registry.get_model(model)
+    config_dict = dict(config_dict or {})
+    user_files = list(config_file_list or [])
+    for path in user_files:
+        if not os.path.isfile(path):
+            raise LumosError(f"Config file {path} does not exist: check the --config_files path")
+    defaults = {}
+    for path in default_config_files(model, dataset):
+        defaults.update(_load_yaml(path))
+    for path in user_files:
+        _load_yaml(path)  # syntax check before RecBole reads it
+
+    config_dict.setdefault("data_path", os.path.join(os.getcwd(), "dataset"))
+    config_dict["data_path"] = os.path.abspath(config_dict["data_path"])
+    ensure_dataset(dataset, config_dict["data_path"], show_progress=True)
+
+    with _argv_hidden():
+        config = Config(
+            model=model_class,
+            dataset=dataset,
+            config_file_list=default_config_files(model, dataset) + user_files,
+            config_dict=config_dict,
+        )
+    # RecBole's own model yaml is loaded after the model class is known; user keys are checked against it too
+    _check_types(config.variable_config_dict, {**config.internal_config_dict, **defaults})
+    if config["loss_type"] == "CE" and "train_neg_sample_args" not in config.external_config_dict:
+        config["train_neg_sample_args"] = None
+        config._set_train_neg_sample_args()
+    _check_settings(config)
+    return config
+
+
+def format_metrics(result):
+    """'HR@10 0.1234  HR@20 ...' in the order of REPORTED_METRICS (only those present)."""
+    parts = []
+    for name in REPORTED_METRICS:
+        if name in result:
+            metric, k = name.split("@")
+            parts.append(f"{PRINTED_NAMES[metric]}@{k} {result[name]:.4f}")
+    return "  ".join(parts)
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+def write_result_file(config, result):
+    """results/<dataset>/<model>-seed<seed>-<time>.json; written whole or not at all."""
+    folder = os.path.join(config["results_dir"] or os.path.join(os.getcwd(), "results"), config["dataset"])
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{config['model']}-seed{config['seed']}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    record = dict(result, config={k: _jsonable(v) for k, v in config.final_config_dict.items()})
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def peak_memory_mb():
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    if torch.cuda.is_available():
+        peak = max(peak, torch.cuda.max_memory_allocated() / 2**20)
+    return round(peak, 1)
+
+
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True, callback_fn=None):
+    """Train and evaluate one model; returns the result dict that is also written to the result file."""
+    started = time.time()
+    config = build_config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset_obj = create_dataset(config)
+    logger.info(dataset_obj)
+    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+
+    init_seed(config["seed"], config["reproducibility"])
+    model_obj = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "seed": config["seed"],
+        "best_valid_score": best_valid_score,
+        "best_valid_result": dict(best_valid_result),
+        "test_result": dict(test_result),
+        "wall_time_s": round(time.time() - started, 1),
+        "peak_memory_mb": peak_memory_mb(),
+        "checkpoint": trainer.saved_model_file if saved else None,
+    }
+    result["result_file"] = write_result_file(config, result)
+    logger.info(set_color("best valid ", "yellow") + f": {format_metrics(result['best_valid_result'])}")
+    logger.info(set_color("test result", "yellow") + f": {format_metrics(result['test_result'])}")
+    return result

@@ -1,0 +1,210 @@
+"""The LUMOS federated core on tiny generated data: dataset, partitioner, cohort training, privacy, resume."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_seed
+
+from recbole_lumos import registry
+from recbole_lumos.data.partition import partition_clients
+from recbole_lumos.errors import LumosError
+from recbole_lumos.federated.aggregators import FedAvg
+from recbole_lumos.federated.client import CohortTrainer
+from recbole_lumos.federated.client_data import ClientData, windows_of
+from recbole_lumos.quick_start import build_config, run
+from tests.conftest import tiny_settings, write_tiny_dataset
+
+
+def setup_model(data_path, model="LUMOS", **overrides):
+    config = build_config(model, "tiny", config_dict=tiny_settings(data_path, **overrides))
+    init_seed(config["seed"], True)
+    train, valid, test = data_preparation(config, create_dataset(config))
+    model_obj = registry.get_model(model)(config, train._dataset)
+    trainer = registry.get_trainer(config["MODEL_TYPE"], model)(config, model_obj)
+    return config, train, valid, test, model_obj, trainer
+
+
+def full_histories(data_path):
+    """Every user's whole chronological sequence, read straight from the .inter file (internal ids aside)."""
+    rows = np.loadtxt(f"{data_path}/tiny/tiny.inter", skiprows=1, dtype=np.int64, usecols=(0, 1, 3))
+    return {u: rows[rows[:, 0] == u][np.argsort(rows[rows[:, 0] == u][:, 2]), 1] for u in np.unique(rows[:, 0])}
+
+
+def test_training_histories_hold_no_validation_or_test_item(tiny_data, in_tmp):
+    config, train, *_ = setup_model(tiny_data)
+    dataset = train._dataset
+    histories = dataset.training_histories()
+    raw = full_histories(tiny_data)
+    token = dataset.field2id_token
+    assert len(histories) == len(raw)
+    for uid, items in histories.items():
+        user = int(token["user_id"][uid])
+        assert [int(token["item_id"][i]) for i in items] == raw[user][:-2].tolist()  # minus valid and test
+
+
+def test_windows_cover_every_target_once():
+    history = list(range(1, 24))
+    windows = windows_of(history, max_len=5)
+    targets = [t for w in windows for t in w[1:]]
+    assert sorted(targets) == history[1:]
+    assert all(2 <= len(w) <= 6 for w in windows) and windows[-1][-1] == 23
+
+
+def test_partitioner_one_per_user_iid_and_dirichlet():
+    users = np.arange(1, 101)
+    assert [c.tolist() for c in partition_clients(users)] == [[u] for u in users]
+    iid = partition_clients(users, num_clients=7, scheme="iid", seed=1)
+    assert sorted(np.concatenate(iid).tolist()) == users.tolist() and max(map(len, iid)) - min(map(len, iid)) <= 1
+    labels = np.arange(100) % 4
+    skewed = partition_clients(users, num_clients=10, scheme="dirichlet", alpha=0.1, labels=labels, seed=1)
+    assert sorted(np.concatenate(skewed).tolist()) == users.tolist() and all(len(c) for c in skewed)
+    label_share = [np.bincount(labels[c - 1], minlength=4).max() / len(c) for c in skewed]
+    assert np.mean(label_share) > 0.5  # alpha 0.1: clients are dominated by one label (iid would be ~0.25)
+    with pytest.raises(LumosError, match="num_clients"):
+        partition_clients(users, num_clients=101)
+
+
+def test_fedavg_is_the_sample_weighted_mean():
+    agg = FedAvg()
+    agg.start()
+    agg.add({"w": torch.tensor([[1.0, 0.0], [3.0, 2.0]])}, torch.tensor([1.0, 3.0]))
+    agg.add({"w": torch.tensor([[5.0, 4.0]])}, torch.tensor([4.0]))
+    assert torch.allclose(agg.result()["w"], torch.tensor([(1 + 9 + 20) / 8, (0 + 6 + 16) / 8]))
+
+
+@pytest.mark.parametrize("learner,epochs", [("sgd", 1), ("sgd", 3), ("adam", 2)])
+def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, epochs):
+    """vmap over a cohort is exact: the same updates as training a copy of the model per client."""
+    config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    histories = train._dataset.training_histories()
+    clients = partition_clients(np.array(sorted(histories)), num_clients=5, seed=0)
+    from recbole_lumos.augment.random_views import RandomViewBuilder
+    from recbole_lumos.federated.client_data import random_negatives
+
+    views = RandomViewBuilder(model.n_items, seed=0).build(histories)
+    data = ClientData(histories, clients, views, config["MAX_ITEM_LIST_LENGTH"])
+    cohort = [0, 1, 2, 3, 4]
+    batch = data.cohort(cohort)
+    batch["negatives"] = random_negatives(batch["anchor"], 2, model.n_items, torch.Generator().manual_seed(0))
+    shared = {n: p.detach().clone() for n, p in model.named_parameters() if not model.is_private(n)}
+    private = {n: p.detach().unsqueeze(0).repeat(5, *[1] * p.dim()) + 0.01 * torch.randn(5, *p.shape)
+               for n, p in model.named_parameters() if model.is_private(n)}
+    trainer = CohortTrainer(model, epochs, learner, 0.05)
+    update, new_private, _ = trainer.local_update(shared, private, batch, data.num_samples[cohort])
+
+    for row, client in enumerate(cohort):
+        local = copy.deepcopy(model)
+        with torch.no_grad():
+            for n, p in local.named_parameters():
+                p.copy_(private[n][row] if n in private else shared[n])
+        optimizer = (torch.optim.SGD if learner == "sgd" else torch.optim.Adam)(local.parameters(), lr=0.05)
+        own = data.batch_of_users([client])
+        own["negatives"] = batch["negatives"][row, : len(data.client_users[client])]
+        for _ in range(epochs):
+            optimizer.zero_grad()
+            local.client_loss(own)[0].backward()
+            optimizer.step()
+        for n, p in local.named_parameters():
+            if learner == "adam" and n.endswith("key.bias"):
+                continue  # softmax ignores a key bias: its gradient is rounding noise, which Adam scales up to lr
+            expected = p.detach() - shared[n] if n in shared else p.detach()
+            got = update.deltas[n][row] if n in shared else new_private[n][row]
+            assert torch.allclose(got, expected, atol=1e-5), (n, client)
+
+
+class SpyServer:
+    """Records everything the clients hand over to the server."""
+
+    def __init__(self, server):
+        self.server, self.received = server, []
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)
+
+    def receive(self, update):
+        self.received.append(update)
+        self.server.receive(update)
+
+
+def one_round_updates(data_path, in_tmp):
+    config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5)
+    original_init = trainer._client_data
+    spies = {}
+
+    def capture(dataset):
+        data = original_init(dataset)
+        spies["data"] = data
+        return data
+
+    trainer._client_data = capture
+    original_round = trainer._federated_round
+
+    def spy_round(data, generator):
+        trainer.server = spies.setdefault("server", SpyServer(trainer.server))
+        return original_round(data, generator)
+
+    trainer._federated_round = spy_round
+    trainer.fit(train, valid, saved=False)
+    return model, spies["server"].received
+
+
+def test_privacy_only_shared_parameter_updates_leave_a_client(tmp_path, in_tmp):
+    """Everything that reaches the server is a ClientUpdate of shared-parameter deltas and sample counts;
+    and what a client sends does not depend on its validation/test items."""
+    path_a = write_tiny_dataset(str(tmp_path / "a"), seed=3)
+    model, received = one_round_updates(path_a, in_tmp)
+    shared_shapes = {n: p.shape for n, p in model.named_parameters() if not model.is_private(n)}
+    assert received and all(set(vars(u)) == {"deltas", "num_samples"} for u in received)
+    for update in received:
+        assert set(update.deltas) == set(shared_shapes)  # no projection head, no sequence, no view
+        assert all(d.shape[1:] == shared_shapes[n] for n, d in update.deltas.items())
+        assert update.num_samples.dtype == torch.float32 and update.num_samples.dim() == 1
+
+    # the same users with other validation/test items (the held-out ones) -> identical updates
+    raw = full_histories(path_a)
+    other = {u: [i for i in range(1, 41) if i not in raw[u]][:2] for u in raw if u != 0}
+    path_b = write_tiny_dataset(str(tmp_path / "b"), seed=3, last_items=other)
+    _, received_b = one_round_updates(path_b, in_tmp)
+    for a, b in zip(received, received_b):
+        for name in a.deltas:
+            assert torch.equal(a.deltas[name], b.deltas[name]), name
+
+
+def test_killed_run_resumes_with_the_same_result(tiny_data, in_tmp):
+    settings = tiny_settings(tiny_data, epochs=6, eval_step=2, stopping_step=100)
+    reference = run("LUMOS", "tiny", config_dict=dict(settings))
+
+    calls = {"n": 0}
+
+    def kill_after_first_eval(round_idx, score):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run("LUMOS", "tiny", config_dict=dict(settings), callback_fn=kill_after_first_eval)
+    resumed = run("LUMOS", "tiny", config_dict=dict(settings))
+    assert resumed["test_result"] == reference["test_result"]
+    assert resumed["best_valid_score"] == reference["best_valid_score"]
+
+
+@pytest.mark.parametrize("model", ["LUMOS", "FedSASRec", "FedCL4SRec", "CL4SRec"])
+def test_family_runs_end_to_end_and_loads_with_recbole_tools(tiny_data, in_tmp, model):
+    result = run(model, "tiny", config_dict=tiny_settings(tiny_data))
+    assert {"hit@10", "hit@20", "ndcg@10", "ndcg@20"} <= set(result["test_result"])
+    from recbole.quick_start import load_data_and_model
+
+    config, loaded, *_ = load_data_and_model(result["checkpoint"])
+    assert type(loaded).__name__ == model and config["model"] == model
+
+
+def test_tri_view_loss_prefers_views_close_to_the_anchor(tiny_data, in_tmp):
+    _, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    model.eval()
+    anchor = torch.tensor([[1, 2, 3, 4, 0, 0, 0, 0, 0, 0]])
+    near = torch.stack([anchor[0], anchor[0], torch.tensor([30, 31, 32, 33, 0, 0, 0, 0, 0, 0])]).unsqueeze(0)
+    far = torch.stack([near[0, 2], near[0, 2], anchor[0]]).unsqueeze(0)
+    negatives = torch.tensor([[[20, 21, 22, 23, 0, 0, 0, 0, 0, 0]]])
+    assert model.tri_view_loss(anchor, near, negatives) < model.tri_view_loss(anchor, far, negatives)
