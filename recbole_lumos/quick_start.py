@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from logging import getLogger
 
+import recbole
 import torch
 import yaml
 from recbole.config import Config
@@ -102,28 +103,34 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     for path in user_files:
         if not os.path.isfile(path):
             raise LumosError(f"Config file {path} does not exist: check the --config_files path")
-    defaults = {}
+    recbole_model_yaml = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{model}.yaml")
+    defaults = _load_yaml(recbole_model_yaml) if os.path.isfile(recbole_model_yaml) else {}
     for path in default_config_files(model, dataset):
         defaults.update(_load_yaml(path))
+    user_file_settings = {}
     for path in user_files:
-        _load_yaml(path)  # syntax check before RecBole reads it
+        user_file_settings.update(_load_yaml(path))
+    # RecBole refuses negative sampling with a CE loss, and samples by default: switch it off for CE models
+    loss_type = {**defaults, **user_file_settings, **config_dict}.get("loss_type")
+    if loss_type == "CE" and "train_neg_sample_args" not in {**user_file_settings, **config_dict}:
+        config_dict["train_neg_sample_args"] = None
 
     config_dict.setdefault("data_path", os.path.join(os.getcwd(), "dataset"))
     config_dict["data_path"] = os.path.abspath(config_dict["data_path"])
     ensure_dataset(dataset, config_dict["data_path"], show_progress=True)
 
-    with _argv_hidden():
-        config = Config(
-            model=model_class,
-            dataset=dataset,
-            config_file_list=default_config_files(model, dataset) + user_files,
-            config_dict=config_dict,
-        )
+    try:
+        with _argv_hidden():
+            config = Config(
+                model=model_class,
+                dataset=dataset,
+                config_file_list=default_config_files(model, dataset) + user_files,
+                config_dict=config_dict,
+            )
+    except (ValueError, TypeError, KeyError) as e:  # RecBole's own checks of the settings
+        raise LumosError(f"Invalid setting: {str(e).splitlines()[0]}") from None
     # RecBole's own model yaml is loaded after the model class is known; user keys are checked against it too
     _check_types(config.variable_config_dict, {**config.internal_config_dict, **defaults})
-    if config["loss_type"] == "CE" and "train_neg_sample_args" not in config.external_config_dict:
-        config["train_neg_sample_args"] = None
-        config._set_train_neg_sample_args()
     _check_settings(config)
     return config
 

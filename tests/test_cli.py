@@ -1,0 +1,76 @@
+"""run_lumos.py: class lookup, RecBole's models through the same CLI, result files, one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import run_lumos
+from recbole_lumos.quick_start import run
+from tests.conftest import tiny_settings, write_tiny_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(capsys, *args):
+    code = run_lumos.main(list(args))
+    return code, capsys.readouterr()
+
+
+@pytest.mark.parametrize("model", ["SASRec", "GRU4Rec"])
+def test_recbole_models_run_with_the_plugin_protocol(tiny_data, in_tmp, model):
+    result = run(model, "tiny", config_dict=tiny_settings(tiny_data, epochs=1))
+    record = json.load(open(result["result_file"]))
+    assert set(record["test_result"]) == {"hit@10", "hit@20", "ndcg@10", "ndcg@20"}
+    assert record["config"]["valid_metric"] == "NDCG@20" and record["config"]["eval_args"]["split"] == {"LS": "valid_and_test"}
+    assert record["seed"] == 2020 and record["wall_time_s"] > 0 and record["peak_memory_mb"] > 0
+
+
+def test_cli_prints_the_summary_and_accepts_overrides_and_config_files(tiny_data, in_tmp, capsys):
+    extra = in_tmp / "extra.yaml"
+    extra.write_text("n_layers: 1\nhidden_size: 16\ninner_size: 32\n")
+    code, out = cli(capsys, "--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data}", f"--config_files={extra}",
+                    "--epochs=1", "--show_progress=False", "--MAX_ITEM_LIST_LENGTH=10", "--state=WARNING",
+                    "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}")
+    assert code == 0, out.err
+    assert "test   HR@10" in out.out and "NDCG@20" in out.out
+
+
+def test_unknown_model_lists_what_exists(capsys):
+    code, out = cli(capsys, "--model=NoSuchRec")
+    assert code == 2 and out.err.count("\n") == 1
+    assert "Unknown model 'NoSuchRec'" in out.err and "LUMOS" in out.err and "SASRec" in out.err and "GRU4Rec" in out.err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset=no-such-data"], "Unknown dataset 'no-such-data'"),
+        (["--learning_rate=abc"], "learning_rate"),
+        (["--epochs=1.5"], "epochs"),
+        (["--topk=[0]"], "topk"),
+        (["--valid_metric=MRR@10"], "valid_metric"),
+        (["--config_files=/no/such.yaml"], "does not exist"),
+        (["--views=telepathy", "--epochs=1"], "Unknown views"),
+        (["--client_fraction=2.0"], "client_fraction"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tiny_data, in_tmp, capsys, args, message):
+    base = [f"--data_path={tiny_data}", "--dataset=tiny", "--state=WARNING", "--show_progress=False", "--MAX_ITEM_LIST_LENGTH=10"]
+    code, out = cli(capsys, *base, *args)
+    assert code == 2, out
+    assert message in out.err and out.err.startswith("error: ") and out.err.count("\n") == 1
+
+
+def test_malformed_atomic_file_is_reported_with_its_line(tmp_path, in_tmp, capsys):
+    root = write_tiny_dataset(str(tmp_path))
+    with open(os.path.join(root, "tiny", "tiny.inter"), "a") as f:
+        f.write("1\t2\tnot-a-number\t5\n")
+    code, out = cli(capsys, f"--data_path={root}", "--dataset=tiny")
+    assert code == 2 and "tiny.inter" in out.err and "line" in out.err
+
+
+def test_process_exit_status_and_no_traceback():
+    proc = subprocess.run([sys.executable, "run_lumos.py", "--model=NoSuchRec"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Unknown model" in proc.stderr
