@@ -119,6 +119,8 @@ class FederatedTrainer(Trainer):
             "cur_step": self.cur_step,
             "saved_model_file": self.saved_model_file,
             "bytes": (self.bytes_down, self.bytes_up),
+            "time_to_best": self.time_to_best,
+            "elapsed": time.time() - self.fit_start,
         }
         torch.save(state, self.resume_file + ".tmp")
         os.replace(self.resume_file + ".tmp", self.resume_file)  # a kill mid-write leaves the last good one
@@ -133,13 +135,15 @@ class FederatedTrainer(Trainer):
         self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
         self.cur_step, self.saved_model_file = state["cur_step"], state["saved_model_file"]
         self.bytes_down, self.bytes_up = state["bytes"]
+        self.time_to_best, self.elapsed_before = state["time_to_best"], state["elapsed"]
         self.start_epoch = state["round"] + 1
         self.logger.info(set_color("Resuming", "yellow") + f" from {self.resume_file} after round {state['round'] + 1}")
 
     # ----------------------------------------------------------------------------------------- fit
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+    def setup(self, train_dataset):
+        """Clients, their data and views, private parameters, server and cohort trainer: all fit() needs."""
         config = self.config
-        data = self._client_data(train_data._dataset)
+        data = self._client_data(train_dataset)
         self.private_bank = {
             n: p.detach().unsqueeze(0).repeat(data.num_clients, *[1] * p.dim())
             for n, p in self.model.named_parameters()
@@ -151,12 +155,19 @@ class FederatedTrainer(Trainer):
             )
             self.clients = CohortTrainer(self.model, config["local_epochs"], config["local_learner"], config["local_learning_rate"])
         self.bytes_down = self.bytes_up = 0
+        self.time_to_best = self.elapsed_before = 0.0
+        return data
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        config = self.config
+        data = self.setup(train_data._dataset)
         self._resume()
         step = self._federated_round if self.federated else self._central_epoch
         unit = "round" if self.federated else "epoch"
         rounds = tqdm(range(self.start_epoch, self.epochs), desc=f"{config['model']} {unit}s", unit=unit,
                       initial=self.start_epoch, total=self.epochs, disable=not show_progress, dynamic_ncols=True)
         interval_start, interval_bytes = time.time(), (self.bytes_down, self.bytes_up)
+        self.fit_start = time.time() - self.elapsed_before  # wall time counts across resumed sessions
         for round_idx in rounds:
             seed = config["seed"] * 1_000_003 + round_idx  # a round's randomness depends on (seed, round) only
             torch.manual_seed(seed)
@@ -172,6 +183,7 @@ class FederatedTrainer(Trainer):
                 )
                 if improved:
                     self.best_valid_result = valid_result
+                    self.time_to_best = time.time() - self.fit_start
                     if saved:
                         self._save_checkpoint(round_idx, verbose=False)
                 down = (self.bytes_down - interval_bytes[0]) / self.eval_step / 2**20
