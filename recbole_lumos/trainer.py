@@ -50,7 +50,7 @@ class FederatedTrainer(Trainer):
     # ----------------------------------------------------------------------------------------- setup
     def _client_data(self, train_dataset):
         config = self.config
-        histories = train_dataset.training_histories()
+        histories = {u: h for u, h in train_dataset.training_histories().items() if len(h) >= 2}  # else no target
         users = np.array(sorted(histories))
         labels = None
         if config["client_partition"] == "dirichlet":
@@ -85,7 +85,8 @@ class FederatedTrainer(Trainer):
         for cohort in chunks(data.order_by_size(clients), self.config["cohort_size"]):
             batch = self._with_negatives(data.cohort(cohort), generator)
             private = {k: bank[cohort] for k, bank in self.private_bank.items()}
-            update, private, loss = self.clients.local_update(sent, private, batch, data.num_samples[cohort].to(self.device))
+            local = self.clients.summed_update if self.sum_cohorts else self.clients.local_update
+            update, private, loss = local(sent, private, batch, data.num_samples[cohort].to(self.device))
             for k, value in private.items():  # stays on the client side
                 self.private_bank[k][cohort] = value
             self.server.receive(update)
@@ -154,6 +155,7 @@ class FederatedTrainer(Trainer):
                 self.shared, create_aggregator(config["aggregator"]), self.optimizer, data.num_clients, config["client_fraction"]
             )
             self.clients = CohortTrainer(self.model, config["local_epochs"], config["local_learner"], config["local_learning_rate"])
+            self.sum_cohorts = config["sum_cohort_updates"] and self.clients.can_sum and self.server.aggregator.linear
         self.bytes_down = self.bytes_up = 0
         self.time_to_best = self.elapsed_before = 0.0
         return data

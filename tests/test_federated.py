@@ -129,7 +129,7 @@ class SpyServer:
 
 
 def one_round_updates(data_path, in_tmp):
-    config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5)
+    config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5, sum_cohort_updates=False)
     original_init = trainer._client_data
     spies = {}
 
@@ -208,3 +208,30 @@ def test_tri_view_loss_prefers_views_close_to_the_anchor(tiny_data, in_tmp):
     far = torch.stack([near[0, 2], near[0, 2], anchor[0]]).unsqueeze(0)
     negatives = torch.tensor([[[20, 21, 22, 23, 0, 0, 0, 0, 0, 0]]])
     assert model.tri_view_loss(anchor, near, negatives) < model.tri_view_loss(anchor, far, negatives)
+
+
+def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp):
+    """The one-backward-pass path hands the server exactly the FedAvg mean of the per-client deltas."""
+    from recbole_lumos.augment.random_views import RandomViewBuilder
+    from recbole_lumos.federated.client_data import random_negatives
+
+    config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    histories = train._dataset.training_histories()
+    data = ClientData(histories, partition_clients(np.array(sorted(histories))), RandomViewBuilder(model.n_items).build(histories), 10)
+    cohort = list(range(6))
+    batch = data.cohort(cohort)
+    batch["negatives"] = random_negatives(batch["anchor"], 2, model.n_items, torch.Generator().manual_seed(0))
+    shared = {n: p.detach().clone() for n, p in model.named_parameters() if not model.is_private(n)}
+    private = {n: p.detach().unsqueeze(0).repeat(6, *[1] * p.dim()) for n, p in model.named_parameters() if model.is_private(n)}
+    trainer = CohortTrainer(model, 1, "sgd", 0.1)
+    weights = data.num_samples[cohort]
+    each, private_each, _ = trainer.local_update(shared, dict(private), batch, weights)
+    summed, private_summed, _ = trainer.summed_update(shared, dict(private), batch, weights)
+    agg = FedAvg()
+    agg.start()
+    agg.add(each.deltas, each.num_samples)
+    for name, mean in agg.result().items():
+        assert torch.allclose(summed.deltas[name][0], mean, atol=1e-6), name
+    assert float(summed.num_samples) == float(weights.sum())
+    for name in private_each:
+        assert torch.allclose(private_each[name], private_summed[name], atol=1e-6), name

@@ -3,10 +3,14 @@
 Updates arrive cohort by cohort (stacked, one row per client); a rule may keep running sums (FedAvg) or
 collect everything it needs (a robust median would). Add a rule to AGGREGATORS to make it configurable.
 """
+import torch
+
 from recbole_lumos.errors import LumosError
 
 
 class Aggregator:
+    linear = False  # True: the result is a weighted mean, so a cohort may hand over its own weighted mean
+
     def start(self):
         """A new round begins."""
 
@@ -22,12 +26,14 @@ class Aggregator:
 class FedAvg(Aggregator):
     """Mean of the updates weighted by sample count (McMahan et al., 2017)."""
 
+    linear = True
+
     def start(self):
         self.sums, self.total = {}, 0.0
 
     def add(self, deltas, weights):
         for name, delta in deltas.items():
-            weighted = (delta * weights.view(-1, *[1] * (delta.dim() - 1))).sum(0)
+            weighted = torch.tensordot(weights.to(delta.dtype), delta, dims=1)  # one pass, no [C, ...] temporary
             self.sums[name] = self.sums[name] + weighted if name in self.sums else weighted
         self.total += float(weights.sum())
 

@@ -1,10 +1,16 @@
 """The client side of a round: local training of a cohort of clients at once.
 
 Every client starts from the shared parameters the server sent and its own private parameters, trains
-``local_epochs`` full-batch steps on its own data, and returns the update of the SHARED parameters only; its
-private parameters stay on the client (``private_out`` goes back to the client's own store, not the server).
-A cohort is simulated exactly and in parallel with ``torch.func.vmap`` over stacked copies of the parameters:
-the same result as looping over clients one by one, without copying the model per client.
+``local_epochs`` full-batch steps on its own data, and hands over the update of the SHARED parameters only;
+its private parameters go back to its own store (the trainer's ``private_bank``), never to the server.
+
+Two exact ways to simulate a cohort, both with ``torch.func.vmap`` over the clients:
+  * ``local_update``: every client's own delta, from stacked per-client parameters; any number of local
+    steps, SGD or Adam, any aggregation rule. Costs one gradient copy per client.
+  * ``summed_update``: with ONE local SGD step and a linear rule (FedAvg), the server only ever needs
+    sum_c w_c * delta_c = -lr * grad of sum_c w_c * L_c, which one backward pass gives without a per-client
+    copy of the shared gradient; each private parameter appears in its own client's loss only, so its
+    gradient still comes out per client. The same numbers (tests check), at the cost of a centralised step.
 """
 from dataclasses import dataclass
 
@@ -17,7 +23,8 @@ from recbole_lumos.errors import LumosError
 
 @dataclass
 class ClientUpdate:
-    """What leaves the clients of a cohort for the server: shared-parameter deltas and sample counts."""
+    """What leaves a cohort for the server: shared-parameter deltas and sample counts, one row per client
+    (or, from ``summed_update``, one row holding the cohort's sample-weighted mean and its total count)."""
 
     deltas: dict  # {shared name: tensor [C, ...]}
     num_samples: torch.Tensor  # [C]
@@ -34,52 +41,78 @@ class _ClientLoss(nn.Module):
         return self.model.client_loss(batch)
 
 
+def _strip(params):
+    return {k[len("model.") :]: v for k, v in params.items()}
+
+
 class CohortTrainer:
     def __init__(self, model, local_epochs, learner, learning_rate):
         if learner not in ("sgd", "adam"):
             raise LumosError(f"local_learner must be 'sgd' or 'adam', got {learner!r}")
+        if local_epochs < 1 or learning_rate <= 0:
+            raise LumosError(f"local_epochs must be >= 1 and local_learning_rate > 0, got {local_epochs}, {learning_rate}")
         self.wrapper = _ClientLoss(model)
         self.buffers = {f"model.{k}": v for k, v in model.named_buffers()}
         self.local_epochs, self.learner, self.lr = local_epochs, learner, learning_rate
 
         def loss(shared, private, batch):
-            params = {**shared, **private, **self.buffers}
-            total, rec, tri = functional_call(self.wrapper, (params,), (batch,))
+            total, rec, tri = functional_call(self.wrapper, ({**shared, **private, **self.buffers},), (batch,))
             return total, torch.stack([rec, tri])
 
-        # Step 1 starts every client from the same shared parameters: keep them unbatched (in_dims None), so
-        # the forward pass runs as one batch; per-client gradients still come out per client.
+        def weighted_sum(shared, private, batch, weights):
+            totals, parts = vmap(loss, in_dims=(None, 0, 0), randomness="different")(shared, private, batch)
+            return (weights * totals).sum(), parts
+
+        # Step 1 starts every client from the same shared parameters: keep them unbatched (in_dims None), so the
+        # forward pass runs as one batch; the gradients still come out per client.
         self.first_grad = vmap(grad(loss, argnums=(0, 1), has_aux=True), in_dims=(None, 0, 0), randomness="different")
         self.next_grad = vmap(grad(loss, argnums=(0, 1), has_aux=True), in_dims=(0, 0, 0), randomness="different")
+        self.sum_grad = grad(weighted_sum, argnums=(0, 1), has_aux=True)
+
+    @property
+    def can_sum(self):
+        return self.local_epochs == 1 and self.learner == "sgd"
 
     def local_update(self, shared, private, batch, num_samples):
         """shared {name: tensor} (sent by the server); private {name: [C, ...]}; batch {key: [C, ...]}.
 
-        Returns (ClientUpdate, new private parameters [C, ...], mean losses [rec, tri]).
+        Returns (ClientUpdate with one delta per client, new private parameters [C, ...], mean losses).
+        The shared parameters are tracked as start + delta: the delta costs no extra pass over memory.
         """
         start = {f"model.{k}": v for k, v in shared.items()}
-        params = [start, {f"model.{k}": v for k, v in private.items()}]
-        moments = None
+        own = {f"model.{k}": v for k, v in private.items()}
+        delta, moments = None, {}
         for step in range(1, self.local_epochs + 1):
-            grad_fn = self.first_grad if step == 1 else self.next_grad
-            (shared_grads, private_grads), losses = grad_fn(params[0], params[1], batch)
-            if step == 1:  # from here on each client's copy differs
-                params[0] = {k: v.expand(num_samples.numel(), *v.shape) for k, v in start.items()}
-            if moments is None and self.learner == "adam":
-                moments = [{k: (torch.zeros_like(g), torch.zeros_like(g)) for k, g in group.items()} for group in (shared_grads, private_grads)]
-            params = [self._step(group, grads, moments and moments[i], step) for i, (group, grads) in enumerate(zip(params, (shared_grads, private_grads)))]
-        deltas = {k: params[0][f"model.{k}"] - v for k, v in shared.items()}
-        new_private = {k: params[1][f"model.{k}"].detach() for k in private}
-        return ClientUpdate(deltas, num_samples), new_private, losses.mean(0)
+            if delta is None:
+                (shared_grads, private_grads), losses = self.first_grad(start, own, batch)
+            else:
+                current = {k: start[k] + delta[k] for k in start}
+                (shared_grads, private_grads), losses = self.next_grad(current, own, batch)
+            change = self._change({**shared_grads, **private_grads}, moments, step)
+            delta = {k: change[k] if delta is None else delta[k] + change[k] for k in start}
+            own = {k: own[k] + change[k] for k in own}
+        return ClientUpdate(_strip(delta), num_samples), {k: v.detach() for k, v in _strip(own).items()}, losses.mean(0)
 
-    def _step(self, params, grads, moments, step, beta1=0.9, beta2=0.999, eps=1e-8):
-        if moments is None:
-            return {k: p - self.lr * grads[k] for k, p in params.items()}
-        updated = {}
-        for k, p in params.items():
-            m, v = moments[k]
-            m.mul_(beta1).add_(grads[k], alpha=1 - beta1)
-            v.mul_(beta2).addcmul_(grads[k], grads[k], value=1 - beta2)
-            m_hat, v_hat = m / (1 - beta1**step), v / (1 - beta2**step)
-            updated[k] = p - self.lr * m_hat / (v_hat.sqrt() + eps)
-        return updated
+    def summed_update(self, shared, private, batch, num_samples):
+        """One local SGD step for a cohort, handed over as the sample-weighted mean of the clients' deltas."""
+        start = {f"model.{k}": v for k, v in shared.items()}
+        own = {f"model.{k}": v for k, v in private.items()}
+        (shared_grads, private_grads), losses = self.sum_grad(start, own, batch, num_samples)
+        total = num_samples.sum()
+        mean_delta = {k: g.mul_(-self.lr / total).unsqueeze(0) for k, g in shared_grads.items()}
+        new_private = {  # each gradient came scaled by its client's weight: undo that
+            k: (own[k] - self.lr * g / num_samples.view(-1, *[1] * (g.dim() - 1))).detach() for k, g in private_grads.items()
+        }
+        return ClientUpdate(_strip(mean_delta), total.view(1)), _strip(new_private), losses.mean(0)
+
+    def _change(self, grads, moments, step, beta1=0.9, beta2=0.999, eps=1e-8):
+        """One optimizer step's change of every parameter: plain SGD, or Adam with per-client moments."""
+        if self.learner == "sgd":
+            return {k: g.mul_(-self.lr) for k, g in grads.items()}  # in place: no new [C, ...] tensors
+        change = {}
+        for k, g in grads.items():
+            m, v = moments.setdefault(k, (torch.zeros_like(g), torch.zeros_like(g)))
+            m.mul_(beta1).add_(g, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            change[k] = -self.lr * (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + eps)
+        return change
