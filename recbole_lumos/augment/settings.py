@@ -1,0 +1,12 @@
+"""Augmentation settings: a key from the run's config, else its default from properties/augment.yaml."""
+from pathlib import Path
+
+import yaml
+
+DEFAULTS = yaml.safe_load((Path(__file__).resolve().parents[2] / "properties" / "augment.yaml").read_text())
+
+
+def setting(config, key):
+    """`config` is a RecBole Config or a plain dict; a missing or null key falls back to augment.yaml."""
+    value = config[key] if config is not None and key in config else None
+    return DEFAULTS.get(key) if value is None else value
