@@ -83,10 +83,14 @@ class FederatedTrainer(Trainer):
         self.server.start_round()
         losses = []
         for cohort in chunks(data.order_by_size(clients), self.config["cohort_size"]):
-            batch = self._with_negatives(data.cohort(cohort), generator)
             private = {k: bank[cohort] for k, bank in self.private_bank.items()}
-            local = self.clients.summed_update if self.sum_cohorts else self.clients.local_update
-            update, private, loss = local(sent, private, batch, data.num_samples[cohort].to(self.device))
+            weights = data.num_samples[cohort].to(self.device)
+            if self.sum_cohorts:
+                batch = self._with_negatives(data.batch_of_users(cohort), generator)
+                update, private, loss = self.clients.summed_update(private, batch, weights)
+            else:
+                batch = self._with_negatives(data.cohort(cohort), generator)
+                update, private, loss = self.clients.local_update(sent, private, batch, weights)
             for k, value in private.items():  # stays on the client side
                 self.private_bank[k][cohort] = value
             self.server.receive(update)

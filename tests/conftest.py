@@ -53,6 +53,7 @@ def tiny_settings(data_path, **overrides):
         "train_batch_size": 64,
         "cohort_size": 8,
         "client_fraction": 0.5,
+        "views": "random",  # the LLM path has its own tests (test_augment_*)
     }
     settings.update(overrides)
     return settings

@@ -210,7 +210,7 @@ def test_tri_view_loss_prefers_views_close_to_the_anchor(tiny_data, in_tmp):
     near = torch.stack([anchor[0], anchor[0], torch.tensor([30, 31, 32, 33, 0, 0, 0, 0, 0, 0])]).unsqueeze(0)
     far = torch.stack([near[0, 2], near[0, 2], anchor[0]]).unsqueeze(0)
     negatives = torch.tensor([[[20, 21, 22, 23, 0, 0, 0, 0, 0, 0]]])
-    assert model.tri_view_loss(anchor, near, negatives) < model.tri_view_loss(anchor, far, negatives)
+    assert model.tri_view_losses(anchor, near, negatives) < model.tri_view_losses(anchor, far, negatives)
 
 
 def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp):
@@ -229,7 +229,9 @@ def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp
     trainer = CohortTrainer(model, 1, "sgd", 0.1)
     weights = data.num_samples[cohort]
     each, private_each, _ = trainer.local_update(shared, dict(private), batch, weights)
-    summed, private_summed, _ = trainer.summed_update(shared, dict(private), batch, weights)
+    flat = data.batch_of_users(cohort)
+    flat["negatives"] = batch["negatives"][:, 0]  # one user per client: the same negatives, flattened
+    summed, private_summed, _ = trainer.summed_update(dict(private), flat, weights)
     agg = FedAvg()
     agg.start()
     agg.add(each.deltas, each.num_samples)

@@ -21,7 +21,7 @@ def create_view_builder(config, dataset):
             from recbole_lumos.augment.llm_views import build_llm_views
 
             return build_llm_views(config, dataset)
-        except (ImportError, OSError) as e:  # no LLM available here: say why in one line, keep going
+        except (ImportError, OSError, LumosError) as e:  # no LLM or no item text: say why in one line, go on
             getLogger().warning(f"LLM views unavailable ({type(e).__name__}: {e}); falling back to embedding views")
             config["views"] = "embedding"
             return create_view_builder(config, dataset)

@@ -4,13 +4,13 @@ Every client starts from the shared parameters the server sent and its own priva
 ``local_epochs`` full-batch steps on its own data, and hands over the update of the SHARED parameters only;
 its private parameters go back to its own store (the trainer's ``private_bank``), never to the server.
 
-Two exact ways to simulate a cohort, both with ``torch.func.vmap`` over the clients:
-  * ``local_update``: every client's own delta, from stacked per-client parameters; any number of local
-    steps, SGD or Adam, any aggregation rule. Costs one gradient copy per client.
+Two exact ways to simulate a cohort:
+  * ``local_update``: every client's own delta, from per-client parameters under ``torch.func.vmap``; any
+    number of local steps, SGD or Adam, any aggregation rule. Costs one gradient copy per client.
   * ``summed_update``: with ONE local SGD step and a linear rule (FedAvg), the server only ever needs
-    sum_c w_c * delta_c = -lr * grad of sum_c w_c * L_c, which one backward pass gives without a per-client
-    copy of the shared gradient; each private parameter appears in its own client's loss only, so its
-    gradient still comes out per client. The same numbers (tests check), at the cost of a centralised step.
+    sum_c w_c * delta_c = -lr * grad of sum_c w_c * L_c, which one ordinary backward pass over the flattened
+    cohort gives; each private head appears in its own client's loss only, so its gradient still comes out
+    per client. The same numbers (tests check), at the cost of a centralised step on the same data.
 """
 from dataclasses import dataclass
 
@@ -59,15 +59,10 @@ class CohortTrainer:
             total, rec, tri = functional_call(self.wrapper, ({**shared, **private, **self.buffers},), (batch,))
             return total, torch.stack([rec, tri])
 
-        def weighted_sum(shared, private, batch, weights):
-            totals, parts = vmap(loss, in_dims=(None, 0, 0), randomness="different")(shared, private, batch)
-            return (weights * totals).sum(), parts
-
         # Step 1 starts every client from the same shared parameters: keep them unbatched (in_dims None), so the
         # forward pass runs as one batch; the gradients still come out per client.
         self.first_grad = vmap(grad(loss, argnums=(0, 1), has_aux=True), in_dims=(None, 0, 0), randomness="different")
         self.next_grad = vmap(grad(loss, argnums=(0, 1), has_aux=True), in_dims=(0, 0, 0), randomness="different")
-        self.sum_grad = grad(weighted_sum, argnums=(0, 1), has_aux=True)
 
     @property
     def can_sum(self):
@@ -93,17 +88,29 @@ class CohortTrainer:
             own = {k: own[k] + change[k] for k in own}
         return ClientUpdate(_strip(delta), num_samples), {k: v.detach() for k, v in _strip(own).items()}, losses.mean(0)
 
-    def summed_update(self, shared, private, batch, num_samples):
-        """One local SGD step for a cohort, handed over as the sample-weighted mean of the clients' deltas."""
-        start = {f"model.{k}": v for k, v in shared.items()}
-        own = {f"model.{k}": v for k, v in private.items()}
-        (shared_grads, private_grads), losses = self.sum_grad(start, own, batch, num_samples)
+    def summed_update(self, private, batch, num_samples):
+        """One local SGD step for a cohort, handed over as the sample-weighted mean of the clients' deltas.
+
+        batch is the cohort flattened (``ClientData.batch_of_users``, with ``owner``: each anchor's client);
+        no per-client copy of anything shared is made: it costs what a centralised step on the same data costs.
+        """
+        model = self.wrapper.model
+        shared = {n: p for n, p in model.named_parameters() if not model.is_private(n)}
+        heads = {n: v.detach().clone().requires_grad_() for n, v in private.items()}  # [C, ...] per client
+        anchor_heads = {n.split(".", 1)[1]: v[batch["owner"]] for n, v in heads.items()}
+        objective, rec, tri = model.cohort_objective(batch, anchor_heads, num_samples)
+        leaves = list(shared.values()) + list(heads.values())
+        grads = torch.autograd.grad(objective, leaves, allow_unused=True)
         total = num_samples.sum()
-        mean_delta = {k: g.mul_(-self.lr / total).unsqueeze(0) for k, g in shared_grads.items()}
-        new_private = {  # each gradient came scaled by its client's weight: undo that
-            k: (own[k] - self.lr * g / num_samples.view(-1, *[1] * (g.dim() - 1))).detach() for k, g in private_grads.items()
+        mean_delta = {
+            n: (g if g is not None else torch.zeros_like(p)).mul_(-self.lr / total).unsqueeze(0)
+            for (n, p), g in zip(shared.items(), grads)
         }
-        return ClientUpdate(_strip(mean_delta), total.view(1)), _strip(new_private), losses.mean(0)
+        new_private = {}
+        for (n, head), g in zip(heads.items(), grads[len(shared) :]):  # each came scaled by its client's weight
+            step = 0 if g is None else self.lr * g / num_samples.view(-1, *[1] * (g.dim() - 1))
+            new_private[n] = (head - step).detach()
+        return ClientUpdate(mean_delta, total.view(1)), new_private, torch.stack([rec, tri])
 
     def _change(self, grads, moments, step, beta1=0.9, beta2=0.999, eps=1e-8):
         """One optimizer step's change of every parameter: plain SGD, or Adam with per-client moments."""

@@ -60,10 +60,11 @@ class ClientData:
         return {"windows": self.windows[window_index], "anchor": self.anchor[user_index], "views": self.views[user_index]}
 
     def batch_of_users(self, client_ids):
-        """The same data for centralised training: all windows and users of these clients in one batch."""
+        """All windows and users of these clients in one flat batch; owner: each user's position in client_ids."""
         windows = torch.from_numpy(np.concatenate([self.client_windows[c] for c in client_ids]))
         users = torch.from_numpy(np.concatenate([self.client_users[c] for c in client_ids]))
-        return {"windows": self.windows[windows], "anchor": self.anchor[users], "views": self.views[users]}
+        owner = torch.cat([torch.full((len(self.client_users[c]),), k) for k, c in enumerate(client_ids)])
+        return {"windows": self.windows[windows], "anchor": self.anchor[users], "views": self.views[users], "owner": owner}
 
     def order_by_size(self, client_ids):
         """Clients sorted by window count, so each cohort pads little."""

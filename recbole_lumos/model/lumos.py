@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from recbole.model.sequential_recommender.sasrec import SASRec
 from torch import nn
+from torch.func import functional_call, vmap
 
 VIEW_NAMES = ("future", "rephrase", "counterfactual")
 
@@ -41,26 +42,34 @@ class LUMOS(SASRec):
         x = self.dropout(x)
         return self.trm_encoder(x, self.get_attention_mask(item_seq), output_all_encoded_layers=False)[-1]
 
-    def next_item_loss(self, windows):
+    def next_item_loss(self, windows, reduction="mean"):
         """Cross-entropy of the next item at every position; windows [B, L+1], 0 = padding (ignored)."""
         inputs, targets = windows[:, :-1], windows[:, 1:]
         logits = self.encode(inputs) @ self.item_embedding.weight.t()
         total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=0, reduction="sum")
-        return total / (targets > 0).sum().clamp(min=1)
+        return total if reduction == "sum" else total / (targets > 0).sum().clamp(min=1)
 
-    def _projected_last(self, item_seq):
+    def _projected_last(self, item_seq, heads=None):
+        """Projected, normalised last-position states; heads: per-row projection parameters {name: [R, ...]}."""
         last = ((item_seq > 0).sum(-1) - 1).clamp(min=0)
         hidden = self.gather_indexes(self.encode(item_seq), last)
-        return F.normalize(self.projection(hidden), dim=-1)
+        if heads is None:
+            return F.normalize(self.projection(hidden), dim=-1)
+        project = vmap(lambda params, h: functional_call(self.projection, params, (h,)))
+        return F.normalize(project(heads, hidden), dim=-1)
 
-    def tri_view_loss(self, anchor, views, negatives):
-        """anchor [U, L]; views [U, 3, L] (future, rephrase, counterfactual); negatives [U, K, L] -> scalar.
+    def tri_view_losses(self, anchor, views, negatives, heads=None):
+        """anchor [U, L]; views [U, 3, L] (future, rephrase, counterfactual); negatives [U, K, L] -> [U].
 
-        Anchors that are all padding (cohort padding) carry no weight.
+        heads: each anchor's own projection head ({name: [U, ...]}), when anchors of several clients share a
+        batch. Anchors that are all padding (cohort padding) get 0.
         """
         U, K, L = negatives.shape
         seqs = torch.cat([anchor, views.reshape(U * 3, L), negatives.reshape(U * K, L)])
-        h = self._projected_last(seqs)
+        if heads is not None:  # every sequence is projected by its anchor's head
+            owner = torch.cat([torch.arange(U), torch.arange(U).repeat_interleave(3), torch.arange(U).repeat_interleave(K)])
+            heads = {name: value[owner.to(value.device)] for name, value in heads.items()}
+        h = self._projected_last(seqs, heads)
         h_anchor, h_views, h_neg = h[:U], h[U : 4 * U].reshape(U, 3, -1), h[4 * U :].reshape(U, K, -1)
         sim_views = (h_anchor.unsqueeze(1) * h_views).sum(-1) / self.temperature  # [U, 3]
         sim_neg = (h_anchor.unsqueeze(1) * h_neg).sum(-1) / self.temperature  # [U, K]
@@ -73,13 +82,27 @@ class LUMOS(SASRec):
             if name in self.views_used:
                 logits = torch.cat([sim_views[:, index : index + 1], rest], dim=1)
                 loss = loss - torch.log_softmax(logits, dim=1)[:, 0]
-        weight = (anchor > 0).any(-1).to(h.dtype)
-        return (loss * weight).sum() / weight.sum().clamp(min=1)
+        return loss * (anchor > 0).any(-1).to(h.dtype)
 
     def client_loss(self, batch):
         """The loss of one client (or one centralised batch): (total, rec, tri)."""
         rec = self.next_item_loss(batch["windows"])
         if not self.uses_views:
             return rec, rec.detach(), torch.zeros_like(rec)
-        tri = self.tri_view_loss(batch["anchor"], batch["views"], batch["negatives"])
+        anchors = (batch["anchor"] > 0).any(-1).sum().clamp(min=1)
+        tri = self.tri_view_losses(batch["anchor"], batch["views"], batch["negatives"]).sum() / anchors
         return rec + self.tri_weight * tri, rec.detach(), tri.detach()
+
+    def cohort_objective(self, batch, heads, client_weight):
+        """sum_c w_c * L_c over the clients of a flattened cohort batch (see federated/client.py), with each
+        anchor projected by its own client's head. With w_c = the client's target count, the w_c-weighted mean
+        next-item losses add up to the plain sum over all targets. Returns (objective, mean rec, mean tri)."""
+        rec_sum = self.next_item_loss(batch["windows"], reduction="sum")
+        rec_mean = rec_sum.detach() / (batch["windows"][:, 1:] > 0).sum().clamp(min=1)
+        if not self.uses_views:
+            return rec_sum, rec_mean, torch.zeros_like(rec_mean)
+        owner = batch["owner"]
+        users = torch.bincount(owner, minlength=len(client_weight)).to(client_weight.dtype)
+        tri = self.tri_view_losses(batch["anchor"], batch["views"], batch["negatives"], heads)
+        objective = rec_sum + self.tri_weight * (tri * (client_weight / users)[owner]).sum()
+        return objective, rec_mean, tri.detach().mean()
