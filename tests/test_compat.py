@@ -85,3 +85,25 @@ def test_apply_is_idempotent():
     assert getattr(torch.load, "recbole_lumos_patched", False)
     assert torch.load.__wrapped__ is not None and not getattr(torch.load.__wrapped__, "recbole_lumos_patched", False)
     assert recbole_lumos.__version__
+
+
+def test_the_patches_apply_inside_a_ray_worker(tmp_path):
+    """A Ray worker is a fresh interpreter: importing recbole_lumos there patches RecBole as in the driver."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp_path / "ray"))
+    try:
+
+        @ray.remote
+        def probe():
+            import numpy
+            import torch as worker_torch
+
+            import recbole_lumos  # noqa: F401
+            from recbole.config import Config
+
+            Config(model="Pop", dataset="ml-100k", config_dict={"state": "WARNING"})
+            return hasattr(numpy, "float_"), worker_torch.is_anomaly_enabled()
+
+        assert ray.get(probe.remote(), timeout=120) == (True, False)
+    finally:
+        ray.shutdown()
