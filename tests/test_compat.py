@@ -87,10 +87,14 @@ def test_apply_is_idempotent():
     assert recbole_lumos.__version__
 
 
-def test_the_patches_apply_inside_a_ray_worker(tmp_path):
+def test_the_patches_apply_inside_a_ray_worker():
     """A Ray worker is a fresh interpreter: importing recbole_lumos there patches RecBole as in the driver."""
+    import shutil
+    import tempfile
+
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp_path / "ray"))
+    temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must stay under 107 bytes
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
     try:
 
         @ray.remote
@@ -107,3 +111,4 @@ def test_the_patches_apply_inside_a_ray_worker(tmp_path):
         assert ray.get(probe.remote(), timeout=120) == (True, False)
     finally:
         ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
