@@ -79,7 +79,7 @@ class FederatedTrainer(Trainer):
     # ----------------------------------------------------------------------------------------- one round / epoch
     def _federated_round(self, data, generator):
         clients = self.server.sample_clients(generator)
-        sent = self.server.broadcast()
+        sent = None if self.sum_cohorts else self.server.broadcast()  # the summed path reads the live model
         self.server.start_round()
         losses = []
         for cohort in chunks(data.order_by_size(clients), self.config["cohort_size"]):
