@@ -2,6 +2,8 @@
 
     python run_lumos.py --model=LUMOS --dataset=ml-100k
     python run_lumos.py --model=SASRec --dataset=ml-1m --config_files="my.yaml" --epochs=20
+    python run_lumos.py --benchmark --dataset=ml-100k            # every model of properties/benchmark.yaml
+    python run_lumos.py --tune --model=LUMOS --num_samples=16     # Ray Tune over properties/search/LUMOS.yaml
 
 Every ``--key=value`` overrides that config key (RecBole's convention). The model is looked up in the plugin
 first, then among RecBole's models. Bad input ends with one line on stderr and exit status 2.
@@ -27,6 +29,11 @@ def main(argv=None):
     settings, flags = parse_args(sys.argv[1:] if argv is None else argv)
     from recbole_lumos.errors import LumosError
 
+    unknown = flags - {"benchmark", "tune"}
+    if unknown or len(flags) > 1:
+        print(f"error: unknown flag(s) --{' --'.join(sorted(unknown or flags))}: use --benchmark or --tune, "
+              "and --key=value for settings", file=sys.stderr)
+        return 2
     try:
         from recbole_lumos.quick_start import format_metrics, run
 
@@ -36,6 +43,16 @@ def main(argv=None):
         from recbole.config.configurator import Config
 
         config_dict = Config._convert_config_dict(None, settings)  # RecBole's own str -> value parsing
+        if "benchmark" in flags:
+            from recbole_lumos.benchmark import benchmark
+
+            benchmark(dataset, config_dict, config_files, argv=[a for a in (argv or sys.argv[1:]) if a != "--benchmark"])
+            return 0
+        if "tune" in flags:
+            from recbole_lumos.tune import tune
+
+            tune(model, dataset, config_files, config_dict)
+            return 0
         result = run(model, dataset, config_file_list=config_files, config_dict=config_dict)
     except LumosError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -115,8 +115,8 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     if loss_type == "CE" and "train_neg_sample_args" not in {**user_file_settings, **config_dict}:
         config_dict["train_neg_sample_args"] = None
 
-    config_dict.setdefault("data_path", os.path.join(os.getcwd(), "dataset"))
-    config_dict["data_path"] = os.path.abspath(config_dict["data_path"])
+    data_path = config_dict.get("data_path") or user_file_settings.get("data_path") or os.path.join(os.getcwd(), "dataset")
+    config_dict["data_path"] = os.path.abspath(data_path)
     ensure_dataset(dataset, config_dict["data_path"], show_progress=True)
 
     try:
@@ -172,6 +172,25 @@ def peak_memory_mb():
     return round(peak, 1)
 
 
+def prepare_views(model, dataset, config_file_list=None, config_dict=None):
+    """Generate (or find cached) the views a run of ``model`` will use, so parallel runs or trials only read them.
+
+    Returns the generator's name and statistics, or None when the model trains without views.
+    """
+    config = build_config(model, dataset, config_file_list, config_dict)
+    model_class = registry.get_model(config["model"])
+    if not getattr(model_class, "needs_views", lambda c: False)(config):
+        return None
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    from recbole_lumos.augment import create_view_builder
+
+    builder = create_view_builder(config, train_data._dataset)
+    builder.build(train_data._dataset.client_histories())
+    return {"views": builder.name, **builder.stats()}
+
+
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, callback_fn=None):
     """Train and evaluate one model; returns the result dict that is also written to the result file."""
     started = time.time()
@@ -190,8 +209,15 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
     logger.info(model_obj)
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
 
+    valid_curve = []  # (seconds since start, epoch or round, valid score) at each validation: for the plots
+
+    def on_validation(epoch_idx, valid_score):
+        valid_curve.append((round(time.time() - started, 2), epoch_idx + 1, valid_score))
+        if callback_fn:
+            callback_fn(epoch_idx, valid_score)
+
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=on_validation
     )
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
@@ -206,6 +232,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
         "time_to_best_s": round(getattr(trainer, "time_to_best", float("nan")), 1),
         "peak_memory_mb": peak_memory_mb(),
         "checkpoint": trainer.saved_model_file if saved else None,
+        "device": str(config["device"]),
+        "versions": f"RecBole {recbole.__version__}, torch {torch.__version__}, Python {sys.version.split()[0]}, "
+                    f"{os.cpu_count()} CPUs" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        "valid_curve": valid_curve,
     }
     result["result_file"] = write_result_file(config, result)
     logger.info(set_color("best valid ", "yellow") + f": {format_metrics(result['best_valid_result'])}")

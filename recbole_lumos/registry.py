@@ -5,10 +5,10 @@ RecBole looks classes up by name inside ``recbole.*`` only. ``install()`` teache
 LUMOS checkpoint loads with RecBole's stock tools exactly like a SASRec one.
 """
 import importlib
+import sys
 
 import recbole.config.configurator
 import recbole.data.dataset
-import recbole.quick_start.quick_start
 import recbole.trainer
 import recbole.utils
 import recbole.utils.utils
@@ -60,7 +60,10 @@ def install():
     from recbole_lumos.data.dataset import LUMOSDataset
     from recbole_lumos.trainer import FederatedTrainer
 
-    for module in (recbole.utils, recbole.utils.utils, recbole.config.configurator, recbole.quick_start.quick_start):
+    # RecBole's quick_start imports ray at import time: patch it only if loaded (a later import binds the patched
+    # recbole.utils functions anyway), so a run never needs Ray
+    modules = [recbole.utils, recbole.utils.utils, recbole.config.configurator, sys.modules.get("recbole.quick_start.quick_start")]
+    for module in filter(None, modules):
         if hasattr(module, "get_model"):
             module.get_model = get_model
         if hasattr(module, "get_trainer"):

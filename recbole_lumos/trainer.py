@@ -50,7 +50,7 @@ class FederatedTrainer(Trainer):
     # ----------------------------------------------------------------------------------------- setup
     def _client_data(self, train_dataset):
         config = self.config
-        histories = {u: h for u, h in train_dataset.training_histories().items() if len(h) >= 2}  # else no target
+        histories = train_dataset.client_histories()
         users = np.array(sorted(histories))
         labels = None
         if config["client_partition"] == "dirichlet":

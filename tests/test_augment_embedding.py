@@ -79,3 +79,21 @@ def test_fast_enough_for_ml100k_scale():
     start = time.perf_counter()
     EmbeddingViewBuilder(Catalogue(texts=[""] * 1683, titles=[""] * 1683)).build(histories)
     assert time.perf_counter() - start < 20
+
+
+def test_catalogue_embeddings_are_cached_so_a_second_run_never_loads_the_encoder(tmp_path, monkeypatch):
+    from recbole_lumos.augment import item_space
+
+    loads = []
+
+    class FakeEncoder:
+        def encode(self, texts, **options):
+            return np.arange(len(texts) * 3, dtype=np.float32).reshape(len(texts), 3)
+
+    monkeypatch.setattr(item_space, "load_encoder", lambda path, device: loads.append(path) or FakeEncoder())
+    texts = ["", "Toy Story (1995)", "Heat (1995)"]
+    first = item_space.LazyEncoder(cache_dir=tmp_path).encode_catalogue(texts)
+    second = item_space.LazyEncoder(cache_dir=tmp_path).encode_catalogue(texts)
+    assert len(loads) == 1 and np.array_equal(first, second) and len(list(tmp_path.glob("catalogue-*.npy"))) == 1
+    item_space.LazyEncoder(cache_dir=tmp_path).encode_catalogue(texts + ["Fargo (1996)"])  # new catalogue: new file
+    assert len(loads) == 2 and len(list(tmp_path.glob("catalogue-*.npy"))) == 2

@@ -1,6 +1,7 @@
 """On-device view generators. ``create_view_builder`` picks one by the ``views`` config key."""
 from logging import getLogger
 
+from recbole_lumos.augment.settings import setting
 from recbole_lumos.errors import LumosError
 
 VIEW_KINDS = ("llm", "embedding", "random")
@@ -22,6 +23,8 @@ def create_view_builder(config, dataset):
 
             return build_llm_views(config, dataset)
         except (ImportError, OSError, LumosError) as e:  # no LLM or no item text: say why in one line, go on
+            if not setting(config, "views_fallback"):  # a benchmark row must be what it says it is
+                raise LumosError(f"LLM views unavailable ({type(e).__name__}: {e}) and views_fallback is False") from None
             getLogger().warning(f"LLM views unavailable ({type(e).__name__}: {e}); falling back to embedding views")
             config["views"] = "embedding"
             return create_view_builder(config, dataset)

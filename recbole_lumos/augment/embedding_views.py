@@ -11,7 +11,7 @@ import numpy as np
 
 from recbole_lumos.augment.base import ClientViews, ViewBuilder
 from recbole_lumos.augment.catalogue import catalogue_from_dataset
-from recbole_lumos.augment.item_space import ItemSpace, load_encoder
+from recbole_lumos.augment.item_space import ItemSpace, LazyEncoder
 from recbole_lumos.augment.settings import setting
 
 
@@ -87,7 +87,7 @@ class EmbeddingViewBuilder(ViewBuilder):
             num_items = len(self.catalogue.texts or []) or 1 + max(max(h, default=0) for h in histories.values())
             return ItemSpace.from_cooccurrence(histories, num_items, seed=self.seed)
         if self._space is None:
-            self._space = ItemSpace.from_texts(self.catalogue.texts, self.encoder or load_encoder())
+            self._space = ItemSpace.from_texts(self.catalogue.texts, self.encoder or LazyEncoder())
         return self._space
 
     def build(self, histories):
@@ -117,5 +117,5 @@ def build_embedding_views(config, dataset):
     catalogue = catalogue_from_dataset(dataset)
     encoder = None
     if any(catalogue.texts):
-        encoder = load_encoder(setting(config, "embedding_model"), setting(config, "llm_device"))
+        encoder = LazyEncoder(setting(config, "embedding_model"), setting(config, "llm_device"))
     return EmbeddingViewBuilder(catalogue, encoder, seed=config["seed"] or 0, **view_options(config))

@@ -5,7 +5,7 @@ import unicodedata
 
 import numpy as np
 
-from recbole_lumos.augment.item_space import encode
+from recbole_lumos.augment.item_space import encode, encode_catalogue
 from recbole_lumos.augment.prompts import natural_title
 
 ARTICLES = {"the", "a", "an"}
@@ -31,7 +31,7 @@ class Grounder:
             self.exact.setdefault(normalise_title(title), item)
         for item, title in named:  # "Terminator 2: Judgment Day" is also "Terminator 2", unless a title is that
             self.exact.setdefault(normalise_title(title.split(":")[0]), item)
-        self.vectors = encode(encoder, [natural_title(t) for t in catalogue.titles])
+        self.vectors = encode_catalogue(encoder, [natural_title(t) for t in catalogue.titles])
         self.vectors[0] = 0  # padding never matches
         self.memo = {}  # small LLMs repeat titles across clients: embed each distinct string once
 

@@ -3,7 +3,11 @@
 Rows are indexed by internal item id and unit-normalised, so dot products are cosine similarities; row 0 (padding)
 is zero and is never returned.
 """
+import hashlib
+import json
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -30,6 +34,35 @@ def encode(encoder, texts, batch_size=256):
     return encoder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
 
 
+class LazyEncoder:
+    """A sentence encoder loaded on first use, whose catalogue embeddings are cached on disk: runs that find them
+    (another seed, a Tune trial, a machine without the encoder's package) never load the encoder."""
+
+    def __init__(self, path=None, device="cpu", cache_dir=None):
+        self.path, self.device = path, device or "cpu"
+        self.cache_dir = Path(cache_dir or Path(__file__).resolve().parents[2] / ".cache" / "embeddings").absolute()
+
+    def encode(self, texts, **options):
+        return load_encoder(self.path, self.device).encode(texts, **options)
+
+    def encode_catalogue(self, texts):
+        texts = list(texts)
+        key = hashlib.sha256(json.dumps([str(self.path or "all-MiniLM-L6-v2"), texts]).encode()).hexdigest()[:24]
+        file = self.cache_dir / f"catalogue-{key}.npy"
+        if file.exists():
+            return np.load(file)
+        vectors = encode(self, texts)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        np.save(str(file) + ".tmp.npy", vectors)
+        os.replace(str(file) + ".tmp.npy", file)  # whole or not at all
+        return vectors
+
+
+def encode_catalogue(encoder, texts):
+    """Embeddings of every catalogue text, from the encoder's disk cache where it has one."""
+    return encoder.encode_catalogue(texts) if hasattr(encoder, "encode_catalogue") else encode(encoder, texts)
+
+
 class ItemSpace:
     def __init__(self, vectors):
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -38,7 +71,7 @@ class ItemSpace:
 
     @classmethod
     def from_texts(cls, texts, encoder):
-        return cls(encode(encoder, texts))
+        return cls(encode_catalogue(encoder, texts))
 
     @classmethod
     def from_cooccurrence(cls, histories, num_items, dim=64, seed=0):

@@ -14,7 +14,7 @@ from recbole_lumos.augment.cache import ViewCache, cache_key
 from recbole_lumos.augment.catalogue import catalogue_from_dataset
 from recbole_lumos.augment.embedding_views import assemble_views, client_seed, view_options
 from recbole_lumos.augment.grounding import Grounder
-from recbole_lumos.augment.item_space import ItemSpace, load_encoder
+from recbole_lumos.augment.item_space import ItemSpace, LazyEncoder
 from recbole_lumos.augment.llm_backend import LLMBackend
 from recbole_lumos.augment.prompts import PromptBook
 from recbole_lumos.augment.settings import setting
@@ -51,7 +51,7 @@ class LLMViewBuilder(ViewBuilder):
 
     def _ground_tools(self):
         if self._grounder is None:
-            encoder = self.encoder or load_encoder()
+            encoder = self.encoder or LazyEncoder()
             self._space = ItemSpace.from_texts(self.catalogue.texts, encoder)
             self._grounder = Grounder(self.catalogue, encoder, self.threshold)
         return self._space, self._grounder
@@ -159,7 +159,7 @@ def build_llm_views(config, dataset):
         finetune = {"steps": setting(config, "llm_lora_steps"), "lr": setting(config, "llm_lora_lr")}
     return LLMViewBuilder(
         catalogue, backend, PromptBook(setting(config, "llm_prompts")),
-        encoder=load_encoder(setting(config, "embedding_model"), device),
+        encoder=LazyEncoder(setting(config, "embedding_model"), device),
         grounding_threshold=setting(config, "grounding_threshold"), batch_size=setting(config, "llm_batch_size"),
         max_history_items=setting(config, "llm_max_history_items"),
         items_per_view=setting(config, "llm_items_per_view"), lora_finetune=finetune, seed=config["seed"] or 0,

@@ -24,3 +24,7 @@ class LUMOSDataset(SequentialDataset):
         return {
             int(uid[s]): np.concatenate([[first_item[s]], target[s:e]]).astype(np.int64) for s, e in zip(starts, ends)
         }
+
+    def client_histories(self):
+        """The training histories that can train a client: at least two items (an input and a target)."""
+        return {u: h for u, h in self.training_histories().items() if len(h) >= 2}

@@ -28,6 +28,11 @@ class LUMOS(SASRec):
         self.projection = nn.Linear(self.hidden_size, self.hidden_size)
         self.projection.apply(self._init_weights)
 
+    @staticmethod
+    def needs_views(config):
+        """Whether training under ``config`` reads generated views (a positive view with a non-zero weight)."""
+        return config["tri_weight"] > 0 and any(v in (config["tri_views"] or []) for v in ("future", "rephrase"))
+
     @property
     def uses_views(self):
         return self.tri_weight > 0 and any(v in self.views_used for v in ("future", "rephrase"))

@@ -1,0 +1,325 @@
+"""Head-to-head benchmark: every run of ``properties/benchmark.yaml``, once per seed, each in its own process.
+
+    python run_lumos.py --benchmark --dataset=ml-100k [--runs=SASRec,LUMOS-llm] [--seeds=[2020]] [--workers=4]
+    python run_lumos.py --benchmark --dataset=ml-100k --report_only=True   # only rebuild the outputs
+
+Each (run, seed) gets a folder ``<runs_dir>/<run>/seed<seed>/`` holding its config, its log and its result file.
+A rerun skips the runs already finished with the same config (an interrupted benchmark resumes), retries the
+failed ones, and a failed run leaves its error for the table. Any other ``--key=value`` applies to every run.
+Outputs, rebuilt from the result files each time: ``<output_dir>/<dataset>.md`` (mean ± std over seeds),
+``<dataset>-runs.csv`` (one row per run), ``<dataset>-curves.csv`` and ``<dataset>.png`` (metrics, and validation
+NDCG@20 against wall time).
+"""
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from logging import getLogger
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from recbole_lumos.errors import LumosError
+from recbole_lumos.quick_start import PACKAGE_ROOT, PROPERTIES, REPORTED_METRICS, prepare_views
+
+RUN_SCRIPT = os.path.join(PACKAGE_ROOT, "run_lumos.py")
+CURVE_METRIC = "ndcg@20"
+LOCATION_KEYS = {"results_dir", "checkpoint_dir"}  # where a run's files go, not what it computes
+NOTES_START, NOTES_END = "<!-- notes: kept when the file is rebuilt -->", "<!-- /notes -->"
+
+
+# ------------------------------------------------------------------------------------------------- the plan
+def load_plan(path, only=None, seeds=None):
+    """[(run name, model, settings)], seeds: from the plan file, narrowed to ``only`` (names) if given."""
+    if not os.path.isfile(path):
+        raise LumosError(f"Benchmark file {path} does not exist: check --benchmark_file")
+    with open(path, encoding="utf-8") as f:
+        plan = yaml.safe_load(f) or {}
+    runs = plan.get("runs") or {}
+    if not isinstance(runs, dict) or any(not isinstance(s, dict) or "model" not in s for s in runs.values()):
+        raise LumosError(f"{path}: 'runs' must map each run name to settings with a 'model' key")
+    if only:
+        unknown = [name for name in only if name not in runs]
+        if unknown:
+            raise LumosError(f"Unknown benchmark run(s) {', '.join(unknown)}: choose among {', '.join(runs)}")
+        runs = {name: runs[name] for name in only}
+    seeds = seeds if seeds is not None else plan.get("seeds", [2020])
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    if not seeds or not all(isinstance(s, int) for s in seeds):
+        raise LumosError(f"seeds must be a list of integers, got {seeds!r}")
+    return [(name, s["model"], {k: v for k, v in s.items() if k != "model"}) for name, s in runs.items()], seeds
+
+
+def run_config(settings, common, seed, folder):
+    """The yaml a run reads: its own settings, the command line's, its seed, and where its files go."""
+    return {**settings, **common, "seed": seed, "results_dir": folder,
+            "checkpoint_dir": os.path.join(folder, "saved"), "show_progress": False, "views_fallback": False}
+
+
+def result_file(folder):
+    files = sorted(glob.glob(os.path.join(folder, "*", "*.json")), key=os.path.getmtime)
+    return files[-1] if files else None
+
+
+# ------------------------------------------------------------------------------------------------- one run
+def run_one(name, model, dataset, config, folder, threads, config_files=()):
+    """Run one (run, seed) in a child process (own memory peak, own crash); returns None or the error line."""
+    os.makedirs(folder, exist_ok=True)
+    config_path = os.path.join(folder, "config.yaml")
+    with open(config_path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, sort_keys=True)
+    for stale in (os.path.join(folder, "error.txt"), result_file(folder)):
+        if stale and os.path.exists(stale):
+            os.remove(stale)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    files = " ".join([*config_files, config_path])  # the run's own file last: it has the last word
+    command = [sys.executable, RUN_SCRIPT, f"--model={model}", f"--dataset={dataset}", f"--config_files={files}"]
+    with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as log:
+        log.write(" ".join(command) + "\n")
+        log.flush()
+        returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
+    if returncode == 0 and result_file(folder):
+        return None
+    with open(os.path.join(folder, "log.txt"), encoding="utf-8", errors="replace") as log:
+        lines = [line.strip() for line in log if line.strip()]
+    error = next((l for l in reversed(lines) if l.startswith("error:")), lines[-1] if lines else "no output")
+    error = f"exit {returncode}: {error}"[:300]
+    with open(os.path.join(folder, "error.txt"), "w", encoding="utf-8") as f:
+        f.write(error + "\n")
+    return error
+
+
+def is_finished(folder, config):
+    """Finished with the same settings (a changed setting reruns it; a runs folder may have moved machines)."""
+    path = os.path.join(folder, "config.yaml")
+    if not (result_file(folder) and os.path.isfile(path)):
+        return False
+    with open(path, encoding="utf-8") as f:
+        done = yaml.safe_load(f)
+    return _without_locations(done) == _without_locations(json.loads(json.dumps(config)))
+
+
+def _without_locations(config):
+    return {k: v for k, v in config.items() if k not in LOCATION_KEYS}
+
+
+# ------------------------------------------------------------------------------------------------- the benchmark
+def benchmark(dataset, settings, config_files=(), argv=()):
+    """Run the plan (settings: the command line's --key=value, benchmark keys included; config_files: read by
+    every run); returns the output paths."""
+    logger = getLogger()
+    settings = dict(settings)
+    plan_file = settings.pop("benchmark_file", os.path.join(PROPERTIES, "benchmark.yaml"))
+    only = settings.pop("runs", None)
+    only = [n.strip() for n in only.split(",")] if isinstance(only, str) else only
+    runs, seeds = load_plan(plan_file, only, settings.pop("seeds", None))
+    workers = int(settings.pop("workers", 1))
+    if workers < 1:
+        raise LumosError(f"workers must be at least 1, got {workers}")
+    runs_dir = os.path.abspath(settings.pop("runs_dir", os.path.join("results", "benchmark", dataset)))
+    output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("docs", "benchmarks")))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    config_files = [os.path.abspath(path) for path in config_files]
+    report_only = settings.pop("report_only", False)  # rebuild the table, plot and CSVs from the runs on disk
+
+    jobs = []
+    for name, model, run_settings in runs:
+        for seed in seeds:
+            folder = os.path.join(runs_dir, name, f"seed{seed}")
+            config = run_config(run_settings, settings, seed, folder)
+            if not (report_only or is_finished(folder, config)):
+                jobs.append((name, model, config, folder))
+    print(f"benchmark on {dataset}: {len(runs)} runs x {len(seeds)} seeds, {len(jobs)} to do "
+          f"({len(runs) * len(seeds) - len(jobs)} already finished), {workers} at a time; files in {runs_dir}")
+
+    # Views are generated once, before any run starts: parallel runs (and runs of the same seed) then only read them
+    prepared = set()
+    for name, model, config, folder in jobs:
+        key = (model, config.get("views"), config["seed"])
+        if key in prepared or config.get("views") in (None, "random"):
+            continue
+        prepared.add(key)
+        try:
+            stats = prepare_views(model, dataset, config_files, config)
+            if stats:
+                print(f"views for {name} seed {config['seed']}: {stats.get('views')} ready")
+        except Exception as e:  # the run itself will fail and record why
+            logger.warning(f"could not prepare views for {name} seed {config['seed']}: {e}")
+
+    with tqdm(total=len(jobs), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
+        def job(args):
+            name, model, config, folder = args
+            error = run_one(name, model, dataset, config, folder, threads, config_files)
+            bar.set_postfix_str(f"{name} seed {config['seed']}: {'failed' if error else 'done'}")
+            bar.update(1)
+            return name, config["seed"], error
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for name, seed, error in pool.map(job, jobs):
+                if error:
+                    tqdm.write(f"{name} seed {seed} failed: {error}")
+    command = " ".join(["python run_lumos.py --benchmark", *(a for a in argv if not a.startswith("--report_only"))])
+    return write_report(dataset, runs, seeds, runs_dir, output_dir, command.strip())
+
+
+# ------------------------------------------------------------------------------------------------- the report
+def collect(runs, seeds, runs_dir):
+    """One row per (run, seed) from the files on disk, and each finished run's validation curve."""
+    rows, curves = [], []
+    for name, model, _ in runs:
+        for seed in seeds:
+            folder = os.path.join(runs_dir, name, f"seed{seed}")
+            row = {"run": name, "model": model, "seed": seed, "status": "not run"}
+            path = result_file(folder)
+            if path:
+                with open(path, encoding="utf-8") as f:
+                    result = json.load(f)
+                row.update(status="ok", **{m: result["test_result"].get(m) for m in REPORTED_METRICS},
+                           **{f"valid_{CURVE_METRIC}": result["best_valid_result"].get(CURVE_METRIC)},
+                           wall_time_s=result["wall_time_s"], time_to_best_s=result.get("time_to_best_s"),
+                           peak_memory_mb=result["peak_memory_mb"], device=result.get("device", ""),
+                           versions=result.get("versions", ""),
+                           result_file=os.path.relpath(path, runs_dir))
+                curves += [{"run": name, "seed": seed, "seconds": s, "epoch": e, f"valid_{CURVE_METRIC}": v}
+                           for s, e, v in result.get("valid_curve", [])]
+            elif os.path.isfile(os.path.join(folder, "error.txt")):
+                with open(os.path.join(folder, "error.txt"), encoding="utf-8") as f:
+                    row.update(status="failed", error=f.read().strip())
+            rows.append(row)
+    return rows, curves
+
+
+def mean_std(values, digits):
+    values = [v for v in values if v is not None]
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+
+
+def summary_table(runs, rows):
+    head = ["Run", "Model", "Seeds", "HR@10", "HR@20", "NDCG@10", "NDCG@20", "Valid NDCG@20", "Wall time (s)", "Peak memory (MB)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, model, _ in runs:
+        mine = [r for r in rows if r["run"] == name]
+        ok = [r for r in mine if r["status"] == "ok"]
+        cells = [name, model, f"{len(ok)}/{len(mine)}"]
+        cells += [mean_std([r[m] for r in ok], 4) for m in REPORTED_METRICS]
+        cells += [mean_std([r[f"valid_{CURVE_METRIC}"] for r in ok], 4)]
+        cells += [mean_std([r["wall_time_s"] for r in ok], 0), mean_std([r["peak_memory_mb"] for r in ok], 0)]
+        errors = sorted({r["error"] for r in mine if r["status"] == "failed"})
+        if errors and not ok:
+            cells[3] = "failed: " + "; ".join(errors).replace("|", "/")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "(no git)"
+    except (OSError, subprocess.SubprocessError):
+        return "(no git)"
+
+
+def kept_notes(path):
+    if not os.path.isfile(path):
+        return "(none yet)"
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    start, end = text.find(NOTES_START), text.find(NOTES_END)
+    return text[start + len(NOTES_START): end].strip() if 0 <= start < end else "(none yet)"
+
+
+def write_report(dataset, runs, seeds, runs_dir, output_dir, command):
+    rows, curves = collect(runs, seeds, runs_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    md, runs_csv = os.path.join(output_dir, f"{dataset}.md"), os.path.join(output_dir, f"{dataset}-runs.csv")
+    curves_csv, png = os.path.join(output_dir, f"{dataset}-curves.csv"), os.path.join(output_dir, f"{dataset}.png")
+    write_csv(runs_csv, rows)
+    write_csv(curves_csv, curves)
+    plot(runs, rows, curves, png, dataset)
+    machines = sorted({f"{r['versions']} ({r['device']})" for r in rows if r["status"] == "ok"})
+    text = "\n".join([
+        f"# Benchmark on {dataset}",
+        "",
+        f"Test metrics, mean ± standard deviation (n-1) over seeds {', '.join(map(str, seeds))}; chronological "
+        "leave-one-out, full ranking, model selection on validation NDCG@20 (`properties/overall.yaml`). "
+        "Wall time is the whole run (data loading, training, evaluation) in its own process; peak memory is that "
+        "process's maximum resident set (or GPU allocation, whichever is larger).",
+        "",
+        summary_table(runs, rows),
+        "",
+        f"- Reproduce: `{command}` (finished runs are skipped; delete `{os.path.relpath(runs_dir)}` to start over).",
+        "- Runs: `properties/benchmark.yaml`; every run's settings and log are in its folder under the runs folder.",
+        f"- Versions: recbole-lumos {git_commit()} when this file was written ({time.strftime('%Y-%m-%d %H:%M')}); "
+        f"the runs' own: {'; '.join(machines) or 'none yet'}.",
+        f"- Files: [`{os.path.basename(runs_csv)}`]({os.path.basename(runs_csv)}) (every run), "
+        f"[`{os.path.basename(curves_csv)}`]({os.path.basename(curves_csv)}) (validation curves), "
+        f"![plot]({os.path.basename(png)})",
+        "",
+        "## Notes",
+        "",
+        NOTES_START,
+        kept_notes(md),
+        NOTES_END,
+        "",
+    ])
+    with open(md + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(md + ".tmp", md)
+    print(summary_table(runs, rows))
+    print(f"wrote {md}, {runs_csv}, {curves_csv}, {png}")
+    return {"markdown": md, "runs_csv": runs_csv, "curves_csv": curves_csv, "plot": png}
+
+
+def write_csv(path, rows):
+    fields = list(dict.fromkeys(k for row in rows for k in row)) or ["run"]
+    with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(path + ".tmp", path)
+
+
+def plot(runs, rows, curves, path, dataset):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [name for name, _, _ in runs]
+    fig, (bars, lines) = plt.subplots(1, 2, figsize=(14, 0.45 * len(names) + 2.5))
+    y = np.arange(len(names))
+    for offset, metric, label in ((-0.2, "hit@20", "HR@20"), (0.2, "ndcg@20", "NDCG@20")):
+        values = [[r[metric] for r in rows if r["run"] == n and r["status"] == "ok"] for n in names]
+        means = [np.mean(v) if v else 0 for v in values]
+        stds = [np.std(v, ddof=1) if len(v) > 1 else 0 for v in values]
+        bars.barh(y + offset, means, height=0.4, xerr=stds, label=label, capsize=2)
+    bars.set_yticks(y, names)
+    bars.invert_yaxis()
+    bars.set_xlabel("test metric (mean ± std over seeds)")
+    bars.legend()
+    bars.set_title(f"{dataset}: test HR@20 and NDCG@20")
+    for i, name in enumerate(names):
+        points = [c for c in curves if c["run"] == name]
+        for j, seed in enumerate(sorted({c["seed"] for c in points})):
+            mine = [c for c in points if c["seed"] == seed]
+            lines.plot([c["seconds"] for c in mine], [c[f"valid_{CURVE_METRIC}"] for c in mine],
+                       color=f"C{i % 10}", linestyle=["-", "--", ":"][i // 10 % 3], alpha=0.8,
+                       label=name if j == 0 else None)
+    lines.set_xscale("log")
+    lines.set_xlabel("wall time (s, log scale)")
+    lines.set_ylabel("validation NDCG@20")
+    lines.set_title("validation NDCG@20 against wall time (every seed)")
+    if curves:
+        lines.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,166 @@
+"""Ray Tune search over any model (the plugin's or RecBole's), scheduled by ASHA on validation NDCG@20.
+
+    python run_lumos.py --tune --model=LUMOS --dataset=ml-100k --num_samples=16
+
+The search space is ``properties/search/<Model>.yaml`` (or ``--search_space=file``): under ``space``, each key
+maps to one of ``{choice: [..]}``, ``{uniform: [low, high]}``, ``{loguniform: [low, high]}``, ``{grid: [..]}``;
+under ``tune``, the search's own settings (num_samples, cpus_per_trial, gpus_per_trial, max_concurrent_trials,
+grace_period, reduction_factor). Any ``--key=value`` that is one of those sets it; any other fixes that config
+key for every trial (and takes it out of the space). Each validation (a round, or an epoch) is reported to ASHA,
+which stops the weaker trials early. Generated views are built once before the trials, which then share them.
+Outputs, in ``<output_dir>`` (default ``results/tune/<Model>-<dataset>``): ``trials.csv``, ``trials.md`` and
+``best.yaml``, a config file for ``run_lumos.py --config_files=...``.
+"""
+import os
+import shutil
+import tempfile
+import time
+
+import yaml
+
+from recbole_lumos.errors import LumosError
+from recbole_lumos.quick_start import PACKAGE_ROOT, PROPERTIES, REPORTED_METRICS, build_config, prepare_views
+
+METRIC = "valid_ndcg@20"
+SEARCH_SETTINGS = {"num_samples": 16, "cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": None,
+                   "grace_period": 2, "reduction_factor": 2}
+SAMPLERS = ("choice", "uniform", "loguniform", "grid")
+
+
+def load_search_space(path):
+    """{key: a Ray Tune domain}, {search setting: value} from a search-space yaml."""
+    from ray import tune
+
+    if not os.path.isfile(path):
+        raise LumosError(f"Search space {path} does not exist: write one (see properties/search/) or pass --search_space")
+    with open(path, encoding="utf-8") as f:
+        spec = yaml.safe_load(f) or {}
+    space = {}
+    for key, domain in (spec.get("space") or {}).items():
+        if not (isinstance(domain, dict) and len(domain) == 1 and next(iter(domain)) in SAMPLERS):
+            raise LumosError(f"{path}: '{key}' must be one of {{{', '.join(f'{s}: [...]' for s in SAMPLERS)}}}")
+        sampler, values = next(iter(domain.items()))
+        if not isinstance(values, list) or not values or (sampler in ("uniform", "loguniform") and len(values) != 2):
+            raise LumosError(f"{path}: '{key}: {sampler}' needs a list of values ([low, high] for {sampler})")
+        if sampler in ("choice", "grid"):
+            space[key] = tune.choice(values) if sampler == "choice" else tune.grid_search(values)
+        else:
+            space[key] = getattr(tune, sampler)(*values)
+    unknown = set(spec.get("tune") or {}) - set(SEARCH_SETTINGS)
+    if unknown:
+        raise LumosError(f"{path}: unknown tune setting(s) {', '.join(sorted(unknown))}: use {', '.join(SEARCH_SETTINGS)}")
+    return space, {**SEARCH_SETTINGS, **(spec.get("tune") or {})}
+
+
+def trainable(trial_config, model, dataset, config_files, fixed):
+    """One trial: a normal run whose every validation is reported to Tune (ASHA may stop it there)."""
+    import recbole_lumos  # noqa: F401  (a Ray worker is a fresh interpreter: patch RecBole there too)
+    from ray import tune
+
+    from recbole_lumos.quick_start import run
+
+    trial_dir = tune.get_context().get_trial_dir()
+    settings = {**fixed, **trial_config, "checkpoint_dir": os.path.join(trial_dir, "saved"),
+                "results_dir": os.path.join(trial_dir, "results"), "show_progress": False}
+
+    def report(epoch_idx, valid_score):
+        tune.report({METRIC: valid_score, "epoch": epoch_idx + 1})
+
+    result = run(model, dataset, config_file_list=config_files, config_dict=settings, callback_fn=report)
+    tune.report({METRIC: result["best_valid_score"], "final": True, "wall_time_s": result["wall_time_s"],
+                 **{f"test_{m}": v for m, v in result["test_result"].items() if m in REPORTED_METRICS}})
+
+
+def tune(model, dataset, config_files, settings):
+    """Run the search; writes trials.csv / trials.md / best.yaml and returns the best trial's config."""
+    import ray
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    settings = dict(settings)
+    space_file = settings.pop("search_space", os.path.join(PROPERTIES, "search", f"{model}.yaml"))
+    output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("results", "tune", f"{model}-{dataset}")))
+    space, search = load_search_space(space_file)
+    for key in SEARCH_SETTINGS:
+        if key in settings:
+            search[key] = settings.pop(key)
+    if not isinstance(search["num_samples"], int) or search["num_samples"] < 1:
+        raise LumosError(f"num_samples must be a positive integer, got {search['num_samples']!r}")
+    for key in settings:  # a key fixed on the command line is no longer searched
+        space.pop(key, None)
+    config_files = [os.path.abspath(path) for path in config_files]
+    # Trials run in their own folders: the data path must not depend on the working directory
+    base = build_config(model, dataset, config_files, settings)
+    settings["data_path"] = os.path.dirname(os.path.abspath(base["data_path"]))  # RecBole appended the dataset
+
+    max_t = max(1, base["epochs"] // base["eval_step"])
+    grace = max(1, min(int(search["grace_period"]), max_t))
+    views = prepare_views(model, dataset, config_files, settings)  # built once: trials read the cache
+    if views:
+        print(f"views ready for every trial: {views.get('views')}")
+
+    temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must stay under 107 bytes
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
+             runtime_env={"env_vars": {"PYTHONPATH": PACKAGE_ROOT}})
+    try:
+        resources = {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]}
+        runner = ray_tune.with_parameters(ray_tune.with_resources(trainable, resources), model=model,
+                                          dataset=dataset, config_files=config_files, fixed=settings)
+        tuner = ray_tune.Tuner(
+            runner,
+            param_space=space,
+            tune_config=ray_tune.TuneConfig(
+                metric=METRIC, mode="max", num_samples=search["num_samples"],
+                max_concurrent_trials=search["max_concurrent_trials"],
+                scheduler=ASHAScheduler(max_t=max_t + 1, grace_period=grace, reduction_factor=search["reduction_factor"]),
+            ),
+            run_config=ray_tune.RunConfig(name=f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                          storage_path=os.path.join(output_dir, "ray"), verbose=1),
+        )
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return write_outputs(grid, space, settings, config_files, output_dir, model, dataset)
+
+
+def write_outputs(grid, space, fixed, config_files, output_dir, model, dataset):
+    frame = grid.get_dataframe(filter_metric=METRIC, filter_mode="max")  # each trial at its best validation
+    if frame.empty or METRIC not in frame:
+        errors = [str(r.error).splitlines()[0] for r in grid if r.error]
+        raise LumosError(f"No trial reported {METRIC}: {errors[0] if errors else 'see the Ray logs in ' + output_dir}")
+    searched = [f"config/{key}" for key in space]
+    frame = frame.sort_values(METRIC, ascending=False)
+    columns = ["trial_id"] + [c for c in searched if c in frame] + [METRIC, "training_iteration"]
+    table = frame[columns].rename(columns={c: c.split("/", 1)[1] for c in searched})
+    table = table.rename(columns={"training_iteration": "best at report"})  # the n-th validation reported
+    os.makedirs(output_dir, exist_ok=True)
+    table.to_csv(os.path.join(output_dir, "trials.csv"), index=False)
+    finished = {r.metrics.get("trial_id"): r.metrics for r in grid if r.metrics and r.metrics.get("final")}
+    lines = [f"# Ray Tune search: {model} on {dataset}", "",
+             f"{len(table)} trials, ASHA on {METRIC}; sorted by each trial's best {METRIC}. Test metrics only for "
+             "trials that ran to the end (ASHA stopped the others).", "",
+             "| " + " | ".join(list(table.columns) + ["test hit@20", "test ndcg@20"]) + " |",
+             "|" + "---|" * (len(table.columns) + 2)]
+    for _, row in table.iterrows():
+        done = finished.get(row["trial_id"], {})
+        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.tolist()]
+        cells += [f"{done[m]:.4f}" if m in done else "stopped" for m in ("test_hit@20", "test_ndcg@20")]
+        lines.append("| " + " | ".join(cells) + " |")
+    with open(os.path.join(output_dir, "trials.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    best_row = table.iloc[0]
+    best = {**fixed, **{key: _plain(best_row[key]) for key in space}}
+    best.pop("data_path", None)  # machine-specific; the run's default finds the dataset
+    with open(os.path.join(output_dir, "best.yaml"), "w", encoding="utf-8") as f:
+        f.write(f"# Best of {len(table)} trials of {model} on {dataset}: {METRIC} {best_row[METRIC]:.4f}\n")
+        yaml.safe_dump(best, f, sort_keys=True)
+    print("\n".join(lines[4:]))
+    print(f"best {METRIC} {best_row[METRIC]:.4f}; config: {os.path.join(output_dir, 'best.yaml')} "
+          f"(python run_lumos.py --model={model} --dataset={dataset} --config_files={os.path.join(output_dir, 'best.yaml')})")
+    return best
+
+
+def _plain(value):
+    """numpy scalars -> Python values, so the yaml stays readable."""
+    return value.item() if hasattr(value, "item") else value

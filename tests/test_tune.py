@@ -1,0 +1,45 @@
+"""--tune: a 2-trial Ray Tune search on tiny data, its table, and a best config that runs."""
+import csv
+
+import pytest
+import yaml
+
+import run_lumos
+from recbole_lumos.errors import LumosError
+from recbole_lumos.tune import load_search_space
+from tests.conftest import tiny_settings
+
+pytest.importorskip("ray")
+
+
+def test_a_two_trial_search_writes_its_table_and_a_usable_best_config(tiny_data, in_tmp, capsys):
+    (in_tmp / "space.yaml").write_text(
+        "space:\n  learning_rate: {choice: [0.001, 0.01]}\n  tri_weight: {uniform: [0.05, 0.5]}\n"
+        "tune:\n  num_samples: 5\n  grace_period: 1\n")
+    (in_tmp / "tiny.yaml").write_text(yaml.safe_dump(tiny_settings(tiny_data)))
+    code = run_lumos.main(["--tune", "--model=LUMOS", "--dataset=tiny", "--search_space=space.yaml",
+                           "--config_files=tiny.yaml", "--num_samples=2", "--output_dir=tune", "--epochs=3"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    with open(in_tmp / "tune" / "trials.csv") as f:
+        trials = list(csv.DictReader(f))
+    assert len(trials) == 2  # --num_samples beat the file's 5
+    assert all(t["learning_rate"] in ("0.001", "0.01") and 0.05 <= float(t["tri_weight"]) <= 0.5 for t in trials)
+    assert float(trials[0]["valid_ndcg@20"]) >= float(trials[1]["valid_ndcg@20"])
+    best = yaml.safe_load((in_tmp / "tune" / "best.yaml").read_text())
+    assert best["epochs"] == 3 and best["learning_rate"] == float(trials[0]["learning_rate"])
+    assert "data_path" not in best
+    code = run_lumos.main(["--model=LUMOS", "--dataset=tiny", f"--data_path={tiny_data}",
+                           "--config_files=tiny.yaml tune/best.yaml"])
+    assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,message", [
+    ("space:\n  learning_rate: {normal: [0, 1]}\n", "must be one of"),
+    ("space:\n  learning_rate: {uniform: [0.1]}\n", "needs a list"),
+    ("space: {}\ntune:\n  trials: 3\n", "unknown tune setting"),
+])
+def test_a_malformed_search_space_is_refused_in_one_line(tmp_path, text, message):
+    (tmp_path / "space.yaml").write_text(text)
+    with pytest.raises(LumosError, match=message):
+        load_search_space(str(tmp_path / "space.yaml"))
