@@ -25,6 +25,7 @@ import yaml
 from tqdm import tqdm
 
 from recbole_lumos.errors import LumosError
+from recbole_lumos.registry import plugin_models
 from recbole_lumos.quick_start import PACKAGE_ROOT, PROPERTIES, REPORTED_METRICS, prepare_views
 
 RUN_SCRIPT = os.path.join(PACKAGE_ROOT, "run_lumos.py")
@@ -35,7 +36,8 @@ NOTES_START, NOTES_END = "<!-- notes: kept when the file is rebuilt -->", "<!-- 
 
 # ------------------------------------------------------------------------------------------------- the plan
 def load_plan(path, only=None, seeds=None):
-    """[(run name, model, settings)], seeds: from the plan file, narrowed to ``only`` (names) if given."""
+    """[(run name, model, settings)], seeds: from the plan file, narrowed to ``only`` (names) if given.
+    The plan's ``settings`` apply to every run, under each run's own."""
     if not os.path.isfile(path):
         raise LumosError(f"Benchmark file {path} does not exist: check --benchmark_file")
     with open(path, encoding="utf-8") as f:
@@ -52,7 +54,8 @@ def load_plan(path, only=None, seeds=None):
     seeds = seeds if isinstance(seeds, list) else [seeds]
     if not seeds or not all(isinstance(s, int) for s in seeds):
         raise LumosError(f"seeds must be a list of integers, got {seeds!r}")
-    return [(name, s["model"], {k: v for k, v in s.items() if k != "model"}) for name, s in runs.items()], seeds
+    common = plan.get("settings") or {}
+    return [(name, s["model"], {**common, **{k: v for k, v in s.items() if k != "model"}}) for name, s in runs.items()], seeds
 
 
 def run_config(settings, common, seed, folder):
@@ -140,8 +143,8 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     # Views are generated once, before any run starts: parallel runs (and runs of the same seed) then only read them
     prepared = set()
     for name, model, config, folder in jobs:
-        key = (model, config.get("views"), config["seed"])
-        if key in prepared or config.get("views") in (None, "random"):
+        key = (model, config.get("views"), config.get("view_seed") or config["seed"])  # the runs sharing views
+        if key in prepared or model not in plugin_models() or config.get("views") == "random":
             continue
         prepared.add(key)
         try:

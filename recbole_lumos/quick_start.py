@@ -179,8 +179,8 @@ def prepare_views(model, dataset, config_file_list=None, config_dict=None):
     """
     config = build_config(model, dataset, config_file_list, config_dict)
     model_class = registry.get_model(config["model"])
-    if not getattr(model_class, "needs_views", lambda c: False)(config):
-        return None
+    if not getattr(model_class, "needs_views", lambda c: False)(config) or config["views"] == "random":
+        return None  # random views cost nothing and are not cached
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     train_data, _, _ = data_preparation(config, create_dataset(config))

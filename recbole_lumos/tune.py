@@ -78,6 +78,7 @@ def tune(model, dataset, config_files, settings):
     from ray.tune.schedulers import ASHAScheduler
 
     settings = dict(settings)
+    restore = settings.pop("restore", None)  # an interrupted search's folder: finish it (failed trials rerun)
     space_file = settings.pop("search_space", os.path.join(PROPERTIES, "search", f"{model}.yaml"))
     output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("results", "tune", f"{model}-{dataset}")))
     space, search = load_search_space(space_file)
@@ -106,17 +107,22 @@ def tune(model, dataset, config_files, settings):
         resources = {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]}
         runner = ray_tune.with_parameters(ray_tune.with_resources(trainable, resources), model=model,
                                           dataset=dataset, config_files=config_files, fixed=settings)
-        tuner = ray_tune.Tuner(
-            runner,
-            param_space=space,
-            tune_config=ray_tune.TuneConfig(
-                metric=METRIC, mode="max", num_samples=search["num_samples"],
-                max_concurrent_trials=search["max_concurrent_trials"],
-                scheduler=ASHAScheduler(max_t=max_t + 1, grace_period=grace, reduction_factor=search["reduction_factor"]),
-            ),
-            run_config=ray_tune.RunConfig(name=f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                          storage_path=os.path.join(output_dir, "ray"), verbose=1),
-        )
+        if restore:
+            tuner = ray_tune.Tuner.restore(os.path.abspath(restore), trainable=runner, restart_errored=True)
+        else:
+            name = f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+            print(f"search folder: {os.path.join(output_dir, 'ray', name)} (interrupted? add --restore=<that folder>)")
+            tuner = ray_tune.Tuner(
+                runner,
+                param_space=space,
+                tune_config=ray_tune.TuneConfig(
+                    metric=METRIC, mode="max", num_samples=search["num_samples"],
+                    max_concurrent_trials=search["max_concurrent_trials"],
+                    scheduler=ASHAScheduler(max_t=max_t + 1, grace_period=grace,
+                                            reduction_factor=search["reduction_factor"]),
+                ),
+                run_config=ray_tune.RunConfig(name=name, storage_path=os.path.join(output_dir, "ray"), verbose=1),
+            )
         grid = tuner.fit()
     finally:
         ray.shutdown()
@@ -130,7 +136,7 @@ def write_outputs(grid, space, fixed, config_files, output_dir, model, dataset):
         errors = [str(r.error).splitlines()[0] for r in grid if r.error]
         raise LumosError(f"No trial reported {METRIC}: {errors[0] if errors else 'see the Ray logs in ' + output_dir}")
     searched = [f"config/{key}" for key in space]
-    frame = frame.sort_values(METRIC, ascending=False)
+    frame = frame.dropna(subset=[METRIC]).sort_values(METRIC, ascending=False)  # a failed trial has no score
     columns = ["trial_id"] + [c for c in searched if c in frame] + [METRIC, "training_iteration"]
     table = frame[columns].rename(columns={c: c.split("/", 1)[1] for c in searched})
     table = table.rename(columns={"training_iteration": "best at report"})  # the n-th validation reported
@@ -147,6 +153,10 @@ def write_outputs(grid, space, fixed, config_files, output_dir, model, dataset):
         cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.tolist()]
         cells += [f"{done[m]:.4f}" if m in done else "stopped" for m in ("test_hit@20", "test_ndcg@20")]
         lines.append("| " + " | ".join(cells) + " |")
+    for result in grid:
+        if result.error:  # a trial that crashed is listed with its error, not dropped silently
+            settings = ", ".join(f"{k}={_plain(v)}" for k, v in (result.config or {}).items())
+            lines.append(f"\nFailed trial ({settings}): {str(result.error).strip().splitlines()[-1][:300]}")
     with open(os.path.join(output_dir, "trials.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     best_row = table.iloc[0]

@@ -211,6 +211,8 @@ def test_tri_view_loss_prefers_views_close_to_the_anchor(tiny_data, in_tmp):
     far = torch.stack([near[0, 2], near[0, 2], anchor[0]]).unsqueeze(0)
     negatives = torch.tensor([[[20, 21, 22, 23, 0, 0, 0, 0, 0, 0]]])
     assert model.tri_view_losses(anchor, near, negatives) < model.tri_view_losses(anchor, far, negatives)
+    no_extra = negatives[:, :0]  # tri_extra_negatives: 0 leaves the counterfactual as the only negative
+    assert model.tri_view_losses(anchor, near, no_extra) < model.tri_view_losses(anchor, far, no_extra)
 
 
 def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp):

@@ -1,7 +1,7 @@
 """On-device view generators. ``create_view_builder`` picks one by the ``views`` config key."""
 from logging import getLogger
 
-from recbole_lumos.augment.settings import setting
+from recbole_lumos.augment.settings import setting, view_seed
 from recbole_lumos.errors import LumosError
 
 VIEW_KINDS = ("llm", "embedding", "random")
@@ -12,7 +12,7 @@ def create_view_builder(config, dataset):
     if kind == "random":
         from recbole_lumos.augment.random_views import RandomViewBuilder
 
-        return RandomViewBuilder(dataset.item_num, seed=config["seed"])
+        return RandomViewBuilder(dataset.item_num, seed=view_seed(config))
     if kind == "embedding":
         from recbole_lumos.augment.embedding_views import build_embedding_views
 

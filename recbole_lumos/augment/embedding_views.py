@@ -12,7 +12,7 @@ import numpy as np
 from recbole_lumos.augment.base import ClientViews, ViewBuilder
 from recbole_lumos.augment.catalogue import catalogue_from_dataset
 from recbole_lumos.augment.item_space import ItemSpace, LazyEncoder
-from recbole_lumos.augment.settings import setting
+from recbole_lumos.augment.settings import setting, view_seed
 
 
 def client_seed(seed, client):
@@ -118,4 +118,4 @@ def build_embedding_views(config, dataset):
     encoder = None
     if any(catalogue.texts):
         encoder = LazyEncoder(setting(config, "embedding_model"), setting(config, "llm_device"))
-    return EmbeddingViewBuilder(catalogue, encoder, seed=config["seed"] or 0, **view_options(config))
+    return EmbeddingViewBuilder(catalogue, encoder, seed=view_seed(config), **view_options(config))

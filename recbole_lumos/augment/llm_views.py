@@ -17,7 +17,7 @@ from recbole_lumos.augment.grounding import Grounder
 from recbole_lumos.augment.item_space import ItemSpace, LazyEncoder
 from recbole_lumos.augment.llm_backend import LLMBackend
 from recbole_lumos.augment.prompts import PromptBook
-from recbole_lumos.augment.settings import setting
+from recbole_lumos.augment.settings import setting, view_seed
 from recbole_lumos.errors import LumosError
 
 VIEWS = ("future", "rephrase", "counterfactual")
@@ -162,5 +162,5 @@ def build_llm_views(config, dataset):
         encoder=LazyEncoder(setting(config, "embedding_model"), device),
         grounding_threshold=setting(config, "grounding_threshold"), batch_size=setting(config, "llm_batch_size"),
         max_history_items=setting(config, "llm_max_history_items"),
-        items_per_view=setting(config, "llm_items_per_view"), lora_finetune=finetune, seed=config["seed"] or 0,
+        items_per_view=setting(config, "llm_items_per_view"), lora_finetune=finetune, seed=view_seed(config),
         cache_dir=setting(config, "views_cache_dir"), dataset_name=config["dataset"] or "", **view_options(config))

@@ -75,7 +75,8 @@ class LUMOS(SASRec):
             owner = torch.cat([torch.arange(U), torch.arange(U).repeat_interleave(3), torch.arange(U).repeat_interleave(K)])
             heads = {name: value[owner.to(value.device)] for name, value in heads.items()}
         h = self._projected_last(seqs, heads)
-        h_anchor, h_views, h_neg = h[:U], h[U : 4 * U].reshape(U, 3, -1), h[4 * U :].reshape(U, K, -1)
+        D = h.size(-1)  # explicit: K may be 0 (no extra negatives)
+        h_anchor, h_views, h_neg = h[:U], h[U : 4 * U].reshape(U, 3, D), h[4 * U :].reshape(U, K, D)
         sim_views = (h_anchor.unsqueeze(1) * h_views).sum(-1) / self.temperature  # [U, 3]
         sim_neg = (h_anchor.unsqueeze(1) * h_neg).sum(-1) / self.temperature  # [U, K]
         denominator_rest = [sim_neg]
