@@ -14,8 +14,12 @@ Ray Tune workers) is patched before RecBole builds its first ``Config``. It is i
      training): import it now, then switch it off again.
   6. RecBole pins ``ray<=2.6.3``: the install step installs RecBole with ``--no-deps`` beside a current Ray
      (see README); RecBole's own ``hyper_tuning`` is not used.
+  7. ``recbole.utils.ensure_dir`` checks, then creates: two runs starting together (benchmark workers, Tune
+     trials) race on ``log/<Model>`` and one dies with FileExistsError. Replace it with ``makedirs(exist_ok=True)``
+     in every module that imported it.
 """
 import functools
+import os
 import sys
 
 import numpy as np
@@ -58,6 +62,19 @@ def _silence_anomaly_mode():
     torch.autograd.set_detect_anomaly(False)
 
 
+def _race_free_ensure_dir():
+    import importlib
+
+    def ensure_dir(dir_path):
+        os.makedirs(dir_path, exist_ok=True)
+
+    for name in ("recbole.utils", "recbole.utils.utils", "recbole.utils.logger", "recbole.trainer.trainer",
+                 "recbole.data.utils", "recbole.data.dataset.dataset"):
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = ensure_dir
+
+
 def apply():
     global _applied
     if _applied:
@@ -67,4 +84,5 @@ def apply():
         torch.load = _recbole_torch_load(torch.load)
     _check_pandas()
     _silence_anomaly_mode()
+    _race_free_ensure_dir()
     _applied = True

@@ -2,6 +2,7 @@
 
 The "without the fix" halves run RecBole in a fresh interpreter that does not import recbole_lumos.
 """
+import os
 import subprocess
 import sys
 
@@ -77,6 +78,15 @@ def test_6_a_current_ray_tune_imports_beside_recbole():
 
     assert tuple(int(x) for x in ray.__version__.split(".")[:2]) >= (2, 40)
     assert recbole.__version__ == "1.2.1"
+
+
+def test_7_ensure_dir_survives_a_run_starting_beside_it(tmp_path, monkeypatch):
+    """Another process creates log/<Model> between RecBole's exists() check and its makedirs()."""
+    import importlib
+
+    monkeypatch.setattr(os.path, "exists", lambda path: False)  # what the check saw before the other run won
+    for name in ("recbole.utils.logger", "recbole.trainer.trainer", "recbole.data.utils", "recbole.data.dataset.dataset"):
+        importlib.import_module(name).ensure_dir(str(tmp_path))  # already there: no FileExistsError
 
 
 def test_apply_is_idempotent():
