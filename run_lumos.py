@@ -30,9 +30,12 @@ def main(argv=None):
     from recbole_lumos.errors import LumosError
 
     unknown = flags - {"benchmark", "tune"}
-    if unknown or len(flags) > 1:
-        print(f"error: unknown flag(s) --{' --'.join(sorted(unknown or flags))}: use --benchmark or --tune, "
-              "and --key=value for settings", file=sys.stderr)
+    if unknown:
+        print(f"error: unknown flag(s) --{' --'.join(sorted(unknown))}: the flags are --benchmark and --tune; "
+              "settings are --key=value", file=sys.stderr)
+        return 2
+    if len(flags) > 1:
+        print("error: --benchmark and --tune are separate modes: choose one", file=sys.stderr)
         return 2
     try:
         from recbole_lumos.quick_start import format_metrics, run

@@ -74,3 +74,10 @@ def test_malformed_atomic_file_is_reported_with_its_line(tmp_path, in_tmp, capsy
 def test_process_exit_status_and_no_traceback():
     proc = subprocess.run([sys.executable, "run_lumos.py", "--model=NoSuchRec"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Unknown model" in proc.stderr
+
+
+@pytest.mark.parametrize("flags,message", [(["--bogus"], "unknown flag(s) --bogus"),
+                                           (["--benchmark", "--tune"], "choose one")])
+def test_bad_flags_are_one_line_and_exit_2(capsys, flags, message):
+    code, out = cli(capsys, *flags)
+    assert code == 2 and out.err.count("\n") == 1 and message in out.err
