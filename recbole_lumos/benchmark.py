@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from recbole_lumos.augment.settings import view_seed
 from recbole_lumos.errors import LumosError
 from recbole_lumos.registry import plugin_models
 from recbole_lumos.quick_start import PACKAGE_ROOT, PROPERTIES, REPORTED_METRICS, prepare_views
@@ -70,7 +71,7 @@ def result_file(folder):
 
 
 # ------------------------------------------------------------------------------------------------- one run
-def run_one(name, model, dataset, config, folder, threads, config_files=()):
+def run_one(model, dataset, config, folder, threads, config_files=()):
     """Run one (run, seed) in a child process (own memory peak, own crash); returns None or the error line."""
     os.makedirs(folder, exist_ok=True)
     config_path = os.path.join(folder, "config.yaml")
@@ -143,8 +144,8 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     # Views are generated once, before any run starts: parallel runs (and runs of the same seed) then only read them
     prepared = set()
     for name, model, config, folder in jobs:
-        key = (model, config.get("views"), config.get("view_seed") or config["seed"])  # the runs sharing views
-        if key in prepared or model not in plugin_models() or config.get("views") == "random":
+        key = (model, config.get("views"), view_seed(config))  # the runs sharing views
+        if key in prepared or model not in plugin_models():
             continue
         prepared.add(key)
         try:
@@ -157,7 +158,7 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     with tqdm(total=len(jobs), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
         def job(args):
             name, model, config, folder = args
-            error = run_one(name, model, dataset, config, folder, threads, config_files)
+            error = run_one(model, dataset, config, folder, threads, config_files)
             bar.set_postfix_str(f"{name} seed {config['seed']}: {'failed' if error else 'done'}")
             bar.update(1)
             return name, config["seed"], error

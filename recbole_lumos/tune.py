@@ -127,10 +127,10 @@ def tune(model, dataset, config_files, settings):
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
-    return write_outputs(grid, space, settings, config_files, output_dir, model, dataset)
+    return write_outputs(grid, space, settings, output_dir, model, dataset)
 
 
-def write_outputs(grid, space, fixed, config_files, output_dir, model, dataset):
+def write_outputs(grid, space, fixed, output_dir, model, dataset):
     frame = grid.get_dataframe(filter_metric=METRIC, filter_mode="max")  # each trial at its best validation
     if frame.empty or METRIC not in frame:
         errors = [str(r.error).splitlines()[0] for r in grid if r.error]

@@ -17,6 +17,10 @@ from torch.func import functional_call, vmap
 VIEW_NAMES = ("future", "rephrase", "counterfactual")
 
 
+def _reads_views(tri_weight, views):
+    return tri_weight > 0 and any(v in views for v in ("future", "rephrase"))
+
+
 class LUMOS(SASRec):
     private_prefixes = ("projection.",)  # kept on each client, never sent to the server
 
@@ -31,11 +35,11 @@ class LUMOS(SASRec):
     @staticmethod
     def needs_views(config):
         """Whether training under ``config`` reads generated views (a positive view with a non-zero weight)."""
-        return config["tri_weight"] > 0 and any(v in (config["tri_views"] or []) for v in ("future", "rephrase"))
+        return _reads_views(config["tri_weight"], config["tri_views"] or [])
 
     @property
     def uses_views(self):
-        return self.tri_weight > 0 and any(v in self.views_used for v in ("future", "rephrase"))
+        return _reads_views(self.tri_weight, self.views_used)
 
     def is_private(self, name):
         return name.startswith(self.private_prefixes)
