@@ -18,6 +18,7 @@ import time
 
 import yaml
 
+from recbole_lumos import registry
 from recbole_lumos.errors import LumosError
 from recbole_lumos.quick_start import PACKAGE_ROOT, PROPERTIES, REPORTED_METRICS, build_config, prepare_views
 
@@ -77,6 +78,7 @@ def tune(model, dataset, config_files, settings):
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler
 
+    registry.get_model(model)  # an unknown model is named as such, before its search space is looked for
     settings = dict(settings)
     restore = settings.pop("restore", None)  # an interrupted search's folder: finish it (failed trials rerun)
     space_file = settings.pop("search_space", os.path.join(PROPERTIES, "search", f"{model}.yaml"))

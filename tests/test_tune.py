@@ -43,3 +43,9 @@ def test_a_malformed_search_space_is_refused_in_one_line(tmp_path, text, message
     (tmp_path / "space.yaml").write_text(text)
     with pytest.raises(LumosError, match=message):
         load_search_space(str(tmp_path / "space.yaml"))
+
+
+def test_an_unknown_model_is_named_before_its_search_space_is_looked_for(capsys):
+    assert run_lumos.main(["--tune", "--model=NoSuchRec"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Unknown model 'NoSuchRec'" in err
