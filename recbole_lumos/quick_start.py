@@ -18,12 +18,11 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_lumos import registry
+from recbole_lumos import paths, registry
 from recbole_lumos.data.atomic import ensure_dataset
 from recbole_lumos.errors import LumosError
 
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROPERTIES = os.path.join(PACKAGE_ROOT, "properties")
+PROPERTIES = str(paths.PROPERTIES)
 REPORTED_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
 PRINTED_NAMES = {"hit": "HR", "ndcg": "NDCG"}
 

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".cache" / "views"
+DEFAULT_DIR = __import__("recbole_lumos.paths").paths.CACHE_ROOT / "views"  # <checkout or cwd>/.cache (paths.py)
 
 
 def cache_key(**parts):

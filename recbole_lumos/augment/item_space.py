@@ -40,7 +40,7 @@ class LazyEncoder:
 
     def __init__(self, path=None, device="cpu", cache_dir=None):
         self.path, self.device = path, device or "cpu"
-        self.cache_dir = Path(cache_dir or Path(__file__).resolve().parents[2] / ".cache" / "embeddings").absolute()
+        self.cache_dir = Path(cache_dir or __import__("recbole_lumos.paths").paths.CACHE_ROOT / "embeddings").absolute()  # paths.py
 
     def encode(self, texts, **options):
         return load_encoder(self.path, self.device).encode(texts, **options)

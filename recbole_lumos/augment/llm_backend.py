@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from recbole_lumos.paths import CACHE_HOME as REPO_ROOT  # noqa: E402  (the folder whose .cache/ holds models)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -12,7 +12,7 @@ import torch
 import yaml
 from transformers import LogitsProcessor
 
-DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "properties" / "prompts" / "views.yaml"
+DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "properties" / "prompts" / "views.yaml"
 MAX_TITLE_CHARS, MAX_DETAIL_CHARS, MAX_CANDIDATE_CHARS = 80, 60, 120
 TOKENS_PER_ITEM = 10  # a section longer than this per asked item is rambling: cut it
 UNSAFE = re.compile(r"[^\w .,'!?&:()\-/]+")  # drops newlines, quotes, ";", "|", "<|im_end|>", braces, markup

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import yaml
 
-DEFAULTS = yaml.safe_load((Path(__file__).resolve().parents[2] / "properties" / "augment.yaml").read_text())
+DEFAULTS = yaml.safe_load((Path(__file__).resolve().parents[1] / "properties" / "augment.yaml").read_text())
 
 
 def setting(config, key):

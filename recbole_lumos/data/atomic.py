@@ -1,32 +1,14 @@
-"""RecBole atomic files: staged (all-or-nothing) writing, validation, and the dataset entry point for the CLI."""
+"""RecBole atomic files: validation, and the dataset entry point for the CLI (converters write via staging.py)."""
 import glob
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 
+from recbole_lumos.data.movielens import prepare_ml1m
+from recbole_lumos.data.sequence_format import convert_sequence_file
+from recbole_lumos.data.staging import staged_output  # noqa: F401  (re-exported: converters write through it)
 from recbole_lumos.errors import LumosError
 
 FIELD_TYPES = {"token", "token_seq", "float", "float_seq"}
 BUILT_IN = ("ml-100k", "ml-1m")
-
-
-@contextmanager
-def staged_output(folder):
-    """Yield a temp folder next to `folder`; its files move into `folder` only if the block succeeds.
-
-    Sub-folders of the temp folder are scratch space and are discarded. The `.inter` file moves last,
-    so its presence means the conversion finished.
-    """
-    os.makedirs(folder, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}-partial-", dir=os.path.dirname(folder) or ".")
-    try:
-        yield tmp
-        for name in sorted(os.listdir(tmp), key=lambda n: n.endswith(".inter")):
-            if os.path.isfile(os.path.join(tmp, name)):
-                os.replace(os.path.join(tmp, name), os.path.join(folder, name))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _parse_header(path, header):
@@ -85,10 +67,6 @@ def validate_atomic_files(data_path, name):
 
 def ensure_dataset(name, data_path, show_progress=True):
     """Make data_path/name ready for RecBole: download/convert what we know how to, then validate."""
-    # imported here: these modules use staged_output from this one
-    from recbole_lumos.data.movielens import prepare_ml1m
-    from recbole_lumos.data.sequence_format import convert_sequence_file
-
     folder = os.path.join(data_path, name)
     if name == "ml-100k" and not os.path.isdir(folder):
         return  # RecBole falls back to the copy in its wheel
