@@ -18,8 +18,8 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_lumos import paths, registry
-from recbole_lumos.data.atomic import ensure_dataset
+from recbole_lumos import config_schema, paths, registry
+from recbole_lumos.data.atomic import check_loaded_columns, ensure_dataset
 from recbole_lumos.errors import LumosError
 
 PROPERTIES = str(paths.PROPERTIES)
@@ -98,6 +98,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     registry.install()
     model_class = registry.get_model(model)
     config_dict = dict(config_dict or {})
+    user_keys = set(config_dict)
     user_files = list(config_file_list or [])
     for path in user_files:
         if not os.path.isfile(path):
@@ -129,8 +130,11 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     except (ValueError, TypeError, KeyError) as e:  # RecBole's own checks of the settings
         raise LumosError(f"Invalid setting: {str(e).splitlines()[0]}") from None
     # RecBole's own model yaml is loaded after the model class is known; user keys are checked against it too
+    config_schema.warn_unknown(user_keys | set(user_file_settings))
     _check_types(config.variable_config_dict, {**config.internal_config_dict, **defaults})
     _check_settings(config)
+    config_schema.validate(config)
+    check_loaded_columns(config["data_path"], dataset, config["load_col"])
     return config
 
 

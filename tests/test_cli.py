@@ -52,7 +52,7 @@ def test_unknown_model_lists_what_exists(capsys):
         (["--topk=[0]"], "topk"),
         (["--valid_metric=MRR@10"], "valid_metric"),
         (["--config_files=/no/such.yaml"], "does not exist"),
-        (["--views=telepathy", "--epochs=1"], "Unknown views"),
+        (["--views=telepathy", "--epochs=1"], "views must be one of llm, embedding, random"),
         (["--client_fraction=2.0"], "client_fraction"),
     ],
 )

