@@ -138,9 +138,14 @@ def plugin_keys():
 
 
 @lru_cache(maxsize=1)
-def known_keys():
+def recbole_keys():
+    """Every key of RecBole's own yaml (overall, dataset, every model's), and those it sets at run time."""
     recbole_properties = os.path.join(os.path.dirname(recbole.__file__), "properties")
-    return _yaml_keys(os.path.join(recbole_properties, "**", "*.yaml"), skip=("url.yaml",)) | plugin_keys() | set(RULES) | RUNTIME_KEYS
+    return _yaml_keys(os.path.join(recbole_properties, "**", "*.yaml"), skip=("url.yaml",)) | RUNTIME_KEYS
+
+
+def known_keys():
+    return recbole_keys() | plugin_keys() | set(RULES)
 
 
 def warn_unknown(keys):

@@ -131,9 +131,9 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
         raise LumosError(f"Invalid setting: {str(e).splitlines()[0]}") from None
     # RecBole's own model yaml is loaded after the model class is known; user keys are checked against it too
     config_schema.warn_unknown(user_keys | set(user_file_settings))
-    _check_types(config.variable_config_dict, {**config.internal_config_dict, **defaults})
+    config_schema.validate(config)  # the plugin's keys, by their rules
+    _check_types(config.variable_config_dict, {**config.internal_config_dict, **defaults})  # RecBole's, by default
     _check_settings(config)
-    config_schema.validate(config)
     check_loaded_columns(config["data_path"], dataset, config["load_col"])
     return config
 

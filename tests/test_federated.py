@@ -1,5 +1,7 @@
 """The LUMOS federated core on tiny generated data: dataset, partitioner, cohort training, privacy, resume."""
 import copy
+import glob
+import os
 
 import numpy as np
 import pytest
@@ -181,16 +183,75 @@ def test_family_runs_end_to_end_and_loads_with_recbole_tools(tiny_data, in_tmp, 
     assert type(loaded).__name__ == model and config["model"] == model
 
 
-def test_tri_view_loss_prefers_views_close_to_the_anchor(tiny_data, in_tmp):
-    _, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
-    model.eval()
+@pytest.mark.parametrize("tri_views,reads_counterfactual", [(["future", "rephrase", "counterfactual"], True),
+                                                            (["future", "rephrase"], False)])
+def test_counterfactual_view_is_a_negative_only_when_listed(tiny_data, in_tmp, tri_views, reads_counterfactual):
+    """The ablation without the counterfactual must not read it; with it, a counterfactual closer to the anchor
+    (a harder negative) raises the loss."""
+    _, _, _, _, model, _ = setup_model(tiny_data, tri_views=tri_views, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
     anchor = torch.tensor([[1, 2, 3, 4, 0, 0, 0, 0, 0, 0]])
-    near = torch.stack([anchor[0], anchor[0], torch.tensor([30, 31, 32, 33, 0, 0, 0, 0, 0, 0])]).unsqueeze(0)
-    far = torch.stack([near[0, 2], near[0, 2], anchor[0]]).unsqueeze(0)
+    positives = [[5, 6, 7, 0, 0, 0, 0, 0, 0, 0], [8, 9, 10, 11, 0, 0, 0, 0, 0, 0]]
+    easy = torch.tensor([positives + [[30, 31, 32, 33, 0, 0, 0, 0, 0, 0]]])
+    hard = torch.tensor([positives + [anchor[0].tolist()]])
     negatives = torch.tensor([[[20, 21, 22, 23, 0, 0, 0, 0, 0, 0]]])
-    assert model.tri_view_losses(anchor, near, negatives) < model.tri_view_losses(anchor, far, negatives)
-    no_extra = negatives[:, :0]  # tri_extra_negatives: 0 leaves the counterfactual as the only negative
-    assert model.tri_view_losses(anchor, near, no_extra) < model.tri_view_losses(anchor, far, no_extra)
+    loss_easy, loss_hard = model.tri_view_losses(anchor, easy, negatives), model.tri_view_losses(anchor, hard, negatives)
+    if reads_counterfactual:
+        assert loss_hard > loss_easy
+    else:
+        assert torch.equal(loss_hard, loss_easy)
+
+
+def test_random_views_are_redrawn_each_round_and_reproducible(tiny_data, in_tmp):
+    """FedCL4SRec / CL4SRec: the sampled clients get fresh views every round, seeded by (seed, round, user), so a
+    resumed run redraws the same ones; the other clients keep theirs."""
+    _, train, _, _, model, trainer = setup_model(tiny_data, model="FedCL4SRec")
+    trainer.setup(train._dataset)
+    clients = trainer.clients
+    clients.redraw_views([0, 1], round_idx=0)
+    round0 = clients.data.views.clone()
+    clients.redraw_views([0, 1], round_idx=1)
+    round1 = clients.data.views.clone()
+    rows = torch.from_numpy(np.concatenate([clients.data.client_users[c] for c in (0, 1)]))
+    others = torch.ones(len(round0), dtype=torch.bool)
+    others[rows] = False
+    assert not torch.equal(round0[rows], round1[rows])
+    assert torch.equal(round0[others], round1[others])
+    clients.redraw_views([0, 1], round_idx=0)
+    assert torch.equal(clients.data.views, round0)
+
+
+@pytest.mark.parametrize("federated", [True, False])
+def test_divergence_stops_the_run_with_one_line(tiny_data, in_tmp, capsys, federated):
+    import run_lumos
+
+    args = [f"--{k}={v}" for k, v in tiny_settings(tiny_data, epochs=3, federated=federated).items() if k != "load_col"]
+    code = run_lumos.main(["--model=LUMOS", "--dataset=tiny", "--learning_rate=1e6", "--local_learning_rate=1e6", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: training diverged in ") and err.count("\n") == 1, err
+    assert "learning rate is likely too high" in err and "is kept: " in err
+    kept = torch.load(err.split("is kept: ")[1].strip(), weights_only=False)  # the last good round's checkpoint
+    assert kept["round"] == 0 and all(torch.isfinite(v).all() for v in kept["state_dict"].values())
+
+
+def test_federated_run_writes_recbole_tensorboard_scalars(tiny_data, in_tmp):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = tiny_settings(tiny_data, epochs=2, eval_step=1)
+    run("LUMOS", "tiny", config_dict=settings)
+    (folder,) = glob.glob(str(in_tmp / "log_tensorboard" / "*"))
+    events = EventAccumulator(folder)
+    events.Reload()
+    scalars = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    for tag in ("Loss/Train", "Loss/Train0", "Loss/Train1", "Vaild_score", "Valid/ndcg@20", "Valid/hit@10",
+                "Comm/bytes_down", "Comm/bytes_up"):
+        assert len(scalars[tag]) == 2, tag  # one per round
+    assert scalars["Vaild_score"] == scalars["Valid/ndcg@20"]  # RecBole's tag holds valid_metric
+    total = [a + b for a, b in zip(scalars["Loss/Train0"], scalars["Loss/Train1"])]
+    assert np.allclose(scalars["Loss/Train"], total, rtol=1e-5)
+    _, train, _, _, model, _ = setup_model(tiny_data)
+    payload = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if not is_private(n))
+    clients = len(train._dataset.client_histories())  # one client per user
+    assert scalars["Comm/bytes_down"] == [round(settings["client_fraction"] * clients) * payload] * 2
 
 
 def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp):
