@@ -28,20 +28,15 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        settings, flags = parse_args(sys.argv[1:] if argv is None else argv)
-    except LumosError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    unknown = flags - {"benchmark", "tune"}
-    if unknown:
-        print(f"error: unknown flag(s) --{' --'.join(sorted(unknown))}: the flags are --benchmark and --tune; "
-              "settings are --key=value", file=sys.stderr)
-        return 2
-    if len(flags) > 1:
-        print("error: --benchmark and --tune are separate modes: choose one", file=sys.stderr)
-        return 2
-    try:
+        settings, flags = parse_args(argv)
+        unknown = flags - {"benchmark", "tune"}
+        if unknown:
+            raise LumosError(f"unknown flag(s) --{' --'.join(sorted(unknown))}: the flags are --benchmark and --tune; "
+                             "settings are --key=value")
+        if len(flags) > 1:
+            raise LumosError("--benchmark and --tune are separate modes: choose one")
         from recbole_lumos.quick_start import format_metrics, run
 
         model = settings.pop("model", "LUMOS")
@@ -53,7 +48,7 @@ def main(argv=None):
         if "benchmark" in flags:
             from recbole_lumos.benchmark import benchmark
 
-            benchmark(dataset, config_dict, config_files, argv=[a for a in (argv or sys.argv[1:]) if a != "--benchmark"])
+            benchmark(dataset, config_dict, config_files, argv=[a for a in argv if a != "--benchmark"])
             return 0
         if "tune" in flags:
             from recbole_lumos.tune import tune

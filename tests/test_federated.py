@@ -1,7 +1,6 @@
 """The LUMOS federated core on tiny generated data: dataset, partitioner, cohort training, privacy, resume."""
 import copy
 import glob
-import os
 
 import numpy as np
 import pytest
