@@ -16,9 +16,11 @@ import recbole
 import yaml
 
 from recbole_lumos import paths
+from recbole_lumos.augment import VIEW_KINDS
 from recbole_lumos.errors import LumosError
+from recbole_lumos.federated.aggregators import AGGREGATORS
+from recbole_lumos.model.lumos import VIEW_NAMES
 
-VIEW_NAMES = ("future", "rephrase", "counterfactual")
 # set by RecBole itself, or read by the CLI's modes, rather than written in any yaml
 RUNTIME_KEYS = {"model", "dataset", "config_files", "MODEL_TYPE", "MODEL_INPUT_TYPE", "device", "eval_type",
                 "local_rank", "single_spec", "valid_neg_sample_args", "test_neg_sample_args"}
@@ -70,7 +72,7 @@ RULES = {
     "tri_views": Rule(list, lambda v: set(v) <= set(VIEW_NAMES) and len(set(v)) == len(v),
                       f"a list of distinct names among {', '.join(VIEW_NAMES)}"),
     "tri_extra_negatives": at_least(0),
-    "views": choice("llm", "embedding", "random"),
+    "views": choice(*VIEW_KINDS),
     # federation
     "federated": FLAG,
     "num_clients": at_least(1, optional=True),
@@ -81,7 +83,7 @@ RULES = {
     "local_epochs": at_least(1),
     "local_learner": choice("sgd", "adam"),
     "local_learning_rate": positive(),
-    "aggregator": choice("fedavg"),
+    "aggregator": choice(*AGGREGATORS),
     "sum_cohort_updates": FLAG,
     "cohort_size": at_least(1),
     # view generation (augment.yaml)

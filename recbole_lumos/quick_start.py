@@ -219,9 +219,15 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
         if callback_fn:
             callback_fn(epoch_idx, valid_score)
 
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=on_validation
-    )
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=on_validation
+        )
+    except ValueError as e:  # RecBole's own trainer stops a NaN loss with a bare ValueError
+        if "nan" not in str(e):
+            raise
+        raise LumosError(f"training diverged ({e}): the learning rate is likely too high "
+                         f"(learning_rate {config['learning_rate']}): lower it") from None
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
     result = {

@@ -116,3 +116,9 @@ def test_inter_file_without_a_loaded_column_or_rows_is_one_line(tmp_path, in_tmp
 def test_positional_argument_is_one_line_and_exit_2(capsys):
     code, out = cli(capsys, "LUMOS")
     assert code == 2 and out.err == "error: unexpected argument 'LUMOS': use --key=value\n"
+
+
+def test_recbole_model_divergence_is_one_line(tiny_data, in_tmp, capsys):
+    code, out = cli(capsys, "--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data}", "--epochs=3",
+                    "--learning_rate=1e6", "--state=WARNING", "--show_progress=False", "--MAX_ITEM_LIST_LENGTH=10")
+    assert code == 2 and out.err.startswith("error: training diverged") and out.err.count("\n") == 1, out.err
