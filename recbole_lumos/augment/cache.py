@@ -10,7 +10,9 @@ import json
 import os
 from pathlib import Path
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".cache" / "views"
+from recbole_lumos.paths import CACHE_ROOT
+
+DEFAULT_DIR = CACHE_ROOT / "views"
 
 
 def cache_key(**parts):

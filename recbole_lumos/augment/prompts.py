@@ -12,8 +12,9 @@ from pathlib import Path
 import yaml
 
 from recbole_lumos.errors import LumosError
+from recbole_lumos.paths import PROPERTIES
 
-DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "properties" / "prompts" / "views.yaml"
+DEFAULT_PROMPTS = PROPERTIES / "prompts" / "views.yaml"
 MAX_TITLE_CHARS, MAX_DETAIL_CHARS, MAX_CANDIDATE_CHARS = 80, 60, 120
 MAX_GENRES = 2
 UNSAFE = re.compile(r"[^\w .,'!?&:()\-/]+")  # drops newlines, quotes, ";", "|", "<|im_end|>", braces, markup
