@@ -86,6 +86,7 @@ RULES = {
     "aggregator": choice(*AGGREGATORS),
     "sum_cohort_updates": FLAG,
     "cohort_size": at_least(1),
+    "checkpoint_step": at_least(1, optional=True),
     # view generation (augment.yaml)
     "views_fallback": FLAG,
     "view_seed": at_least(0, optional=True),

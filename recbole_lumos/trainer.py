@@ -22,7 +22,7 @@ from recbole_lumos.federated.aggregators import create_aggregator
 from recbole_lumos.federated.client import Clients, chunks, shared_parameters
 from recbole_lumos.federated.server import Server
 
-_NOT_IN_RESUME_KEY = {"show_progress", "state", "epochs", "results_dir", "checkpoint_dir", "device"}
+_NOT_IN_RESUME_KEY = {"show_progress", "state", "epochs", "results_dir", "checkpoint_dir", "device", "checkpoint_step"}
 
 
 class FederatedTrainer(Trainer):
@@ -32,6 +32,7 @@ class FederatedTrainer(Trainer):
         self.shared = shared_parameters(model)
         if self.federated:  # the server optimizer sees the shared parameters only
             self.optimizer = self._build_optimizer(params=list(self.shared.values()))
+        self.checkpoint_step = config["checkpoint_step"] or config["eval_step"]
         self.resume_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self._run_key()}.resume.pth")
 
     def _run_key(self):
@@ -176,7 +177,8 @@ class FederatedTrainer(Trainer):
                 interval_start, interval_bytes = time.time(), self._bytes()
                 if callback_fn:
                     callback_fn(round_idx, valid_score)
-            self._save_round(round_idx)
+            if stop or (round_idx + 1) % self.checkpoint_step == 0:  # a round's randomness is (seed, round):
+                self._save_round(round_idx)  # resuming from any saved round gives the same run
             if stop:
                 self.logger.info(f"early stop after {unit} {round_idx + 1}: no better {self.valid_metric} for {self.stopping_step} evaluations")
                 break

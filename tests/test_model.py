@@ -1,4 +1,8 @@
 """LUMOS as a RecBole model: calculate_loss is the whole objective, so RecBole's own Trainer trains it."""
+import math
+from types import SimpleNamespace
+
+import pytest
 import torch
 import torch.nn.functional as F
 from recbole.model.sequential_recommender.sasrec import SASRec
@@ -6,6 +10,7 @@ from recbole.trainer import Trainer
 
 from recbole_lumos.augment.random_views import RandomViewBuilder
 from recbole_lumos.augment.settings import view_seed
+from recbole_lumos.model.lumos import LUMOS
 from tests.test_federated import setup_model
 
 
@@ -57,3 +62,22 @@ def test_recbole_stock_trainer_trains_the_tri_view_loss(tiny_data, in_tmp):
         before = model.projection.weight.detach().clone()
         Trainer(config, model).fit(train, saved=False)
         assert (not torch.equal(before, model.projection.weight.detach())) == moves, model_name
+
+
+@pytest.mark.parametrize("views_used", [["future", "rephrase", "counterfactual"], ["rephrase", "counterfactual"],
+                                        ["future", "counterfactual"], ["future", "rephrase"]])
+def test_tri_view_loss_is_the_design_formula_for_every_ablation(views_used):
+    """DESIGN.md: L_tri = - sum_{v in F, P} log(e^s(h,h_v) / (e^s(h,h_v) + e^s(h,h_N) + sum_j e^s(h,h_j))), with
+    N in the denominator only when the counterfactual view is used; hand-computed on unit vectors in the plane."""
+    tau, angles = 0.5, [0.0, 0.3, 0.8, 2.0, 1.2, 2.8]  # h, h_F, h_P, h_N, then two extra negatives h_j
+    states = torch.tensor([[math.cos(a), math.sin(a)] for a in angles])
+    model = SimpleNamespace(temperature=tau, views_used=views_used)
+    loss = LUMOS.tri_view_loss_of_states(model, states, torch.tensor([[4, 7]]), num_negatives=2)
+
+    def s(i):
+        return math.cos(angles[0] - angles[i]) / tau
+
+    negatives = [s(4), s(5)] + ([s(3)] if "counterfactual" in views_used else [])
+    expected = sum(-math.log(math.exp(s(i)) / (math.exp(s(i)) + sum(math.exp(n) for n in negatives)))
+                   for i, name in ((1, "future"), (2, "rephrase")) if name in views_used)
+    assert loss.shape == (1,) and abs(loss.item() - expected) < 1e-5
