@@ -29,7 +29,7 @@ class LLMViewBuilder(ViewBuilder):
     name = "llm"
 
     def __init__(self, catalogue, backend_options=None, prompts=None, shape=None, batch_size=32,
-                 max_title_tokens=16, complete_titles=True, do_sample=False, temperature=0.7, lora_finetune=None,
+                 max_title_tokens=16, complete_titles=False, do_sample=False, temperature=0.7, lora_finetune=None,
                  seed=0, cache_dir=None, dataset_name="", workers=1, ray_address=None):
         """backend_options: LLMBackend's keyword arguments; lora_finetune: None or {steps, lr} to fine-tune a
         fresh LoRA on each client's own prompt first; workers/ray_address: fan batches out on Ray."""
