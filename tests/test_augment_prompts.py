@@ -29,8 +29,10 @@ def test_long_title_is_truncated():
 
 
 def test_item_lines_are_short_and_read_naturally():
-    assert item_line("Usual Suspects, The (1995) | Crime", "Usual Suspects, The").startswith('"The Usual Suspects"')
+    assert item_line("Usual Suspects, The (1995) | Crime", "Usual Suspects, The").startswith('"Usual Suspects" (1995)')
+    assert item_line("The Piano (1993) | Drama", "The Piano").startswith('"Piano"')  # no article either way
     assert item_line("Alien (1979) | Horror, Sci-Fi, Thriller") == '"Alien" (1979) Horror, Sci-Fi'  # two genres
+    assert item_line("Alien (1979) | Horror, Sci-Fi", year=False) == '"Alien" Horror, Sci-Fi'
 
 
 def test_shared_prefix_is_the_same_for_every_client_and_the_rest_is_the_clients_own():

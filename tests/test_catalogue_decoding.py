@@ -60,14 +60,17 @@ def test_named_items_are_catalogue_items_outside_the_history_and_fill_the_plan(l
         items = [i for s in sections for i in s]
         assert len(set(items)) == len(items) and not set(items) & ex
         assert all(0 < i < len(TITLES) for i in items)
+        first_nodes = [decoder.trie.path[i][1] for i in items]
+        assert len(set(first_nodes)) == len(first_nodes)  # no two titles of an answer start with the same token
 
 
 def replay_choices(model, tokenizer, decoder, prefix, suffix, plan, excluded):
     """Rebuilds the answer's text from the named items and checks, with ONE uncached forward pass over the whole
-    text, that at every title token the decoder took the model's argmax among the tokens it allowed."""
+    text, that at every title token the decoder took the model's argmax among the tokens it allowed (catalogue
+    titles outside the history and the answer, a first token not used by an earlier title of the answer)."""
     [sections] = decoder.decode(prefix, [suffix], [plan], [excluded])
     tokens, choice_points = list(prefix) + list(suffix), []
-    named = set(excluded)
+    named, first_tokens = set(excluded), set()
     for index, items in enumerate(sections):
         if index:
             tokens += decoder.breaks[index - 1]
@@ -76,16 +79,19 @@ def replay_choices(model, tokenizer, decoder, prefix, suffix, plan, excluded):
                 tokens += decoder.separator
             node = 0
             for token in decoder.trie.path[item][1:]:
-                choice_points.append((len(tokens), node, set(named)))
+                choice_points.append((len(tokens), node, set(named), set(first_tokens)))
                 node = token
                 tokens.append([t for t, child in decoder.trie.children[choice_points[-1][1]].items()
                                if child == node][0])
+            first_tokens.add(tokens[len(tokens) - len(decoder.trie.path[item]) + 1])
             named.add(item)
     with torch.no_grad():
         logits = model(torch.tensor([tokens])).logits[0]
-    for position, node, forbidden in choice_points:
+    for position, node, forbidden, used_first in choice_points:
         allowed = [t for t, child in decoder.trie.children[node].items()
                    if any(i not in forbidden for i in items_below(decoder.trie, child))]
+        if node == 0:  # one title per first token in an answer
+            allowed = [t for t in allowed if t not in used_first] or allowed
         if len(allowed) > 1:
             scores = logits[position - 1, allowed]
             assert tokens[position] == allowed[int(scores.argmax())]

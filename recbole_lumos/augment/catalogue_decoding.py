@@ -53,6 +53,7 @@ class _Row:
             self.exclude(item)
         self.named = [[] for _ in plan]
         self.section, self.node, self.forced = 0, 0, []
+        self.first_tokens = set()  # tokens that started a title of this answer
 
     def exclude(self, item):
         if item in self.excluded:
@@ -215,11 +216,15 @@ class CatalogueDecoder:
             row.forced = self._after_item(row, ends[0])
         else:
             end_token = self._end_token(row)
+            if node == 0:  # a small LM copies its last title's first word ("Mad Love; Mad City; Mad Dog"): one each
+                children = [c for c in children if c[0] not in row.first_tokens] or children
             candidates = [token for token, _ in children] + ([end_token] if ends else [])
             choice = self._choose(hidden, candidates, row.generator, temperature)
             if ends and choice == end_token:
                 row.forced = self._after_item(row, ends[0])
             else:
+                if node == 0:
+                    row.first_tokens.add(choice)
                 row.node = dict(children)[choice]
                 return choice
         return row.forced.pop(0) if row.forced else None
