@@ -26,6 +26,9 @@ setup(
     version="0.1.0",
     description="LUMOS: federated sequential recommendation with on-device LLM views, as a RecBole plugin",
     packages=find_packages(include=["recbole_lumos", "recbole_lumos.*"]),
+    # the yaml ships inside the package (as RecBole's does): an installed copy finds it from any folder
+    package_data={"recbole_lumos": ["properties/*.yaml", "properties/*/*.yaml"]},
+    entry_points={"console_scripts": ["recbole-lumos = recbole_lumos.cli:main"]},
     python_requires=">=3.10",
     install_requires=RECBOLE_REQUIREMENTS
     + [

@@ -32,13 +32,12 @@ def time_round_vs_epoch(model="LUMOS", repeats=3):
     timings = {}
     for federated in (True, False):
         trainer, train = trainer_for(model, federated=federated, client_fraction=1.0, local_epochs=1, epochs=repeats, eval_step=10**6)
-        data = trainer.setup(train._dataset)
-        step = trainer._federated_round if federated else trainer._central_epoch
+        trainer.setup(train._dataset)
         trainer.model.train()
         runs = []
         for r in range(repeats + 1):
             start = time.perf_counter()
-            step(data, torch.Generator().manual_seed(r))
+            trainer.train_round(r, torch.Generator().manual_seed(r))
             runs.append(time.perf_counter() - start)
         timings["round" if federated else "epoch"] = statistics.median(runs[1:])  # first run warms up
         print(f"{'federated round (943 clients)' if federated else 'centralised epoch (943 users)'}: "

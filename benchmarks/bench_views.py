@@ -1,89 +1,157 @@
-"""Benchmark of the view generators on ml-100k (RecBole's bundled copy), on this machine's CPU.
+"""Benchmark of LLM view generation on this machine: speed against the LLM's own forward ceiling, and what the views
+hold (share chosen by the LLM, distinct items, where each view's items reach the model's input).
 
-    python benchmarks/bench_views.py                   # SmolLM2 views for all 943 users, then embedding views
-    python benchmarks/bench_views.py --llm-users 20    # a sample, extrapolated to 943 users
-    python benchmarks/bench_views.py --llm-users 0     # embedding views only
+    python benchmarks/bench_views.py                          # all ml-100k users, default settings (llm_dtype auto)
+    python benchmarks/bench_views.py --users=128 --dtype=float32 --int8=True
+    python benchmarks/bench_views.py --users=64 --workers=2   # Ray fan-out, 2 workers
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_views.py   # as on an AVX2-only CPU
 
-Histories are each user's chronological items minus the last two (validation, test), as in training. The LLM part
-writes to a fresh temporary cache (pass --cache-dir to reuse one), so it measures generation, not cache hits.
+Any other --key=value is a config key (e.g. --llm_complete_titles=False). Histories are the users' training items
+(leave-one-out: the last two are held out), read through the plugin's own dataset. The views go to a fresh
+temporary cache, so generation is measured, not cache hits. The validation item is read only for a diagnostic
+(how often F names it); it never reaches the builder.
 """
-import argparse
 import json
 import os
+import platform
+import re
+import subprocess
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import recbole_lumos  # noqa: E402,F401  (patches RecBole for numpy 2 / torch >= 2.6)
-from recbole.config import Config  # noqa: E402
-from recbole.data import create_dataset  # noqa: E402
+import recbole_lumos  # noqa: E402,F401  (patches RecBole)
+from recbole.data import create_dataset, data_preparation  # noqa: E402
 
-from recbole_lumos.augment.embedding_views import build_embedding_views  # noqa: E402
 from recbole_lumos.augment.llm_views import build_llm_views  # noqa: E402
-from recbole_lumos.augment.settings import setting  # noqa: E402
+from recbole_lumos.federated.client_data import ClientData  # noqa: E402
+from recbole_lumos.quick_start import build_config  # noqa: E402
+
+OWN_FLAGS = {"users": 943, "dataset": "ml-100k", "show_users": 3, "dtype": None, "int8": None, "workers": None,
+             "batch_size": None, "ceiling": True}
 
 
-def training_histories(dataset):
-    """{user id: items oldest first, minus the last two} from the dataset's interactions."""
-    uid, iid, time_field = dataset.uid_field, dataset.iid_field, dataset.time_field
-    frame = dataset.inter_feat[[uid, iid, time_field]].sort_values([uid, time_field], kind="stable")
-    return {int(u): group[iid].astype(int).tolist()[:-2] for u, group in frame.groupby(uid)}
+def machine():
+    """CPU model and the flags that decide LLM speed (AVX2 / AVX-512 / AVX512-BF16 / AMX), as text."""
+    model = platform.processor()
+    try:
+        info = open("/proc/cpuinfo").read()
+        model = re.search(r"model name\s*:\s*(.*)", info).group(1)
+        flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split())
+    except (OSError, AttributeError):
+        flags = set()
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    env = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+    return (f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/avx512'}; torch kernels "
+            f"{torch.backends.cpu.get_cpu_capability()}" + (f" (restricted by {env})" if env else ""))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--llm-users", type=int, default=943, help="users given to SmolLM2 (0: skip the LLM)")
-    parser.add_argument("--batch-size", type=int, default=None, help="llm_batch_size (default: augment.yaml)")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="llm_max_new_tokens")
-    parser.add_argument("--dtype", default=None, help="llm_dtype")
-    parser.add_argument("--cache-dir", default=None, help="views_cache_dir (default: a fresh temporary folder)")
-    parser.add_argument("--show", type=int, default=3, help="print this many raw LLM answers")
-    args = parser.parse_args()
-    sys.argv = sys.argv[:1]  # RecBole would read our --flags as its own config
-    torch.set_num_threads(min(2, os.cpu_count()))
+@torch.no_grad()
+def forward_ceiling(model, vocab, seconds=8.0):
+    """Tokens/s of the LLM's full forward pass (output layer included), batch 8 x 256 and 32 x 1 + 256 cached."""
+    out = {}
+    x = torch.randint(100, vocab - 1, (8, 256))
+    model(x)
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        model(x)
+        n += 1
+    out["prefill_8x256"] = 8 * 256 * n / (time.perf_counter() - start)
+    cached = model(torch.randint(100, vocab - 1, (32, 256)), use_cache=True).past_key_values
+    step = torch.randint(100, vocab - 1, (32, 1))
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds / 2:
+        model(step, past_key_values=cached, use_cache=True)
+        cached.crop(256)
+        n += 1
+    out["decode_32x1"] = 32 * n / (time.perf_counter() - start)
+    return out
 
-    overrides = {"llm_batch_size": args.batch_size, "llm_max_new_tokens": args.max_new_tokens,
-                 "llm_dtype": args.dtype, "views_cache_dir": args.cache_dir or tempfile.mkdtemp(prefix="views-")}
-    config = Config(model="SASRec", dataset="ml-100k", config_dict={
-        "train_neg_sample_args": None,
-        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"],
-                     "item": ["item_id", "movie_title", "release_year", "class"]},
-        **{k: v for k, v in overrides.items() if v is not None}})
-    dataset = create_dataset(config)
-    histories = training_histories(dataset)
-    print(f"ml-100k: {len(histories)} users, {dataset.item_num - 1} items, "
-          f"{sum(map(len, histories.values()))} training interactions; torch threads {torch.get_num_threads()}")
 
-    if args.llm_users > 0:
-        sample = dict(list(histories.items())[: args.llm_users])
-        start = time.perf_counter()
-        builder = build_llm_views(config, dataset)
-        setup = time.perf_counter() - start
-        builder.build(sample)
-        wall = time.perf_counter() - start
-        stats = builder.stats()
-        shown = ", ".join(f"{k} {setting(config, k)}" for k in ("llm_model", "llm_dtype", "llm_batch_size",
-                                                                  "llm_max_new_tokens", "llm_do_sample"))
-        print(f"\nLLM views ({shown}): {len(sample)} users in {wall:.1f} s (setup {setup:.1f} s; the LLM loads "
-              f"lazily, inside generation)")
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in stats.items()}, indent=1))
-        per_user = (wall - setup) / len(sample)
-        print(f"-> {per_user:.2f} s/user; all {len(histories)} users: about {per_user * len(histories) / 60:.1f} min")
-        answers = builder.cache_for(sample).load()[0]
-        for record in list(answers.values())[: args.show]:
-            print(f"--- user {record['client']} answer:\n{record['answer']}")
+def main(argv):
+    own, settings = dict(OWN_FLAGS), {}
+    for arg in argv:
+        key, _, value = arg.lstrip("-").partition("=")
+        if key in own:
+            own[key] = value
+        else:
+            settings[key] = value
+    for key in ("dtype", "int8", "workers", "batch_size"):
+        if own[key] is not None:
+            settings[f"llm_{key}"] = own[key]
+    own["ceiling"] = str(own["ceiling"]).lower() not in ("false", "0")
+    from recbole.config.configurator import Config
 
+    overrides = Config._convert_config_dict(None, settings)
+    overrides.setdefault("views_cache_dir", tempfile.mkdtemp(prefix="views-"))
+    config = build_config("LUMOS", own["dataset"], config_dict=overrides)
+    train, valid, _ = data_preparation(config, create_dataset(config))
+    histories = train._dataset.client_histories()
+    users = sorted(histories)[: int(own["users"])]
+    sample = {u: histories[u] for u in users}
+    print(f"machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{own['dataset']}: {len(histories)} users; generating views for {len(sample)}")
+
+    builder = build_llm_views(config, train._dataset)
     start = time.perf_counter()
-    builder = build_embedding_views(config, dataset)
-    views = builder.build(histories)
+    views = builder.build(sample)
     wall = time.perf_counter() - start
-    print(f"\nEmbedding views: {len(views)} users in {wall:.1f} s (encoder load + item encoding included); "
-          f"build alone {builder.stats()['seconds']:.1f} s")
+    stats = builder.stats()
+    backend = builder.backend
+    print(f"\nLLM {builder.backend_options.get('model')}: dtype {backend.dtype}, int8 {builder.backend_options.get('int8')},"
+          f" batch {builder.batch_size}, workers {builder.workers}, complete titles "
+          f"{builder.decoding['complete_titles']}")
+    print(json.dumps(stats, indent=1))
+    per_client = wall / len(sample)
+    print(f"-> {wall:.1f} s for {len(sample)} clients (LLM load included), {per_client:.3f} s/client; "
+          f"all {len(histories)} clients: about {per_client * len(histories) / 60:.1f} min")
+    if own["ceiling"]:
+        ceiling = forward_ceiling(backend.model, backend.tokenizer.vocab_size)
+        print(f"forward ceiling (full forward, same dtype, same threads): "
+              + ", ".join(f"{k} {v:.0f} tok/s" for k, v in ceiling.items()))
+        print(f"generation throughput {stats['tokens_per_s']:.0f} tok/s = "
+              f"{stats['tokens_per_s'] / ceiling['prefill_8x256']:.0%} of the prefill ceiling")
+
+    # Diagnostic only: F's items against the user's validation item (never given to the builder)
+    valid_item = {int(u): int(i) for u, i in zip(valid.dataset.inter_feat["user_id"], valid.dataset.inter_feat["item_id"])}
+    hits = sum(valid_item.get(int(u), -1) in views[u].future[len(sample[u]):] for u in sample)
+    print(f"diagnostic: F names the user's validation item for {hits} of {len(sample)} users")
+
+    # Where the views' LLM items land in what the model reads (ClientData: the tensors the losses read)
+    max_len = config["MAX_ITEM_LIST_LENGTH"]
+    data = ClientData(sample, [np.array([u]) for u in users], views, max_len)
+    records = {r["client"]: r for r in builder.cache().load().values()}
+    reached = {v: [0, 0] for v in ("future", "rephrase", "counterfactual")}
+    for row, user in enumerate(users, start=1):
+        tensors = data.views[row]
+        for index, view in enumerate(reached):
+            named = records[str(user)]["named"][view]
+            reached[view][0] += sum(item in tensors[index].tolist() for item in named)
+            reached[view][1] += len(named)
+    print("LLM-named items present in the model's input tensors: "
+          + ", ".join(f"{v} {a}/{b}" for v, (a, b) in reached.items()))
+    for row, user in enumerate(users[: int(own["show_users"])], start=1):
+        record = records[str(user)]
+        print(f"\nuser {user}: anchor (last 12 of {len(sample[user])}) {data.anchor[row][data.anchor[row] > 0].tolist()[-12:]}")
+        for index, view in enumerate(reached):
+            tensor = data.views[row][index]
+            ids = tensor[tensor > 0].tolist()
+            marks = [f"*{i}" if i in record["named"][view] else str(i) for i in ids[-12:]]
+            print(f"  {view:14s} LLM named {record['named'][view]}; input (last 12 of {len(ids)}; * = LLM): {' '.join(marks)}")
+        titles = builder.catalogue.titles
+        for view in reached:
+            print(f"  {view:14s} " + "; ".join(titles[i] for i in record["named"][view]))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    print(f"\ncommit {commit}, python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -24,12 +24,12 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from recbole_lumos import paths
 from recbole_lumos.augment.settings import view_seed
 from recbole_lumos.errors import LumosError
 from recbole_lumos.registry import plugin_models
-from recbole_lumos.quick_start import PACKAGE_ROOT, PROPERTIES, REPORTED_METRICS, prepare_views
+from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, prepare_views
 
-RUN_SCRIPT = os.path.join(PACKAGE_ROOT, "run_lumos.py")
 CURVE_METRIC = "ndcg@20"
 LOCATION_KEYS = {"results_dir", "checkpoint_dir"}  # where a run's files go, not what it computes
 NOTES_START, NOTES_END = "<!-- notes: kept when the file is rebuilt -->", "<!-- /notes -->"
@@ -80,9 +80,12 @@ def run_one(model, dataset, config, folder, threads, config_files=()):
     for stale in (os.path.join(folder, "error.txt"), result_file(folder)):
         if stale and os.path.exists(stale):
             os.remove(stale)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    # the child imports this very package (a checkout, an installed copy), whatever its working folder
+    pythonpath = os.pathsep.join(filter(None, [str(paths.IMPORT_ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
+               PYTHONPATH=pythonpath)
     files = " ".join([*config_files, config_path])  # the run's own file last: it has the last word
-    command = [sys.executable, RUN_SCRIPT, f"--model={model}", f"--dataset={dataset}", f"--config_files={files}"]
+    command = [sys.executable, "-m", "recbole_lumos", f"--model={model}", f"--dataset={dataset}", f"--config_files={files}"]
     with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as log:
         log.write(" ".join(command) + "\n")
         log.flush()
@@ -226,7 +229,7 @@ def summary_table(runs, rows):
 
 def git_commit():
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True,
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.IMPORT_ROOT, capture_output=True,
                               text=True, timeout=10).stdout.strip() or "(no git)"
     except (OSError, subprocess.SubprocessError):
         return "(no git)"

@@ -18,12 +18,11 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_lumos import registry
-from recbole_lumos.data.atomic import ensure_dataset
+from recbole_lumos import config_schema, paths, registry
+from recbole_lumos.data.atomic import check_loaded_columns, ensure_dataset
 from recbole_lumos.errors import LumosError
 
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROPERTIES = os.path.join(PACKAGE_ROOT, "properties")
+PROPERTIES = str(paths.PROPERTIES)
 REPORTED_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
 PRINTED_NAMES = {"hit": "HR", "ndcg": "NDCG"}
 
@@ -99,6 +98,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     registry.install()
     model_class = registry.get_model(model)
     config_dict = dict(config_dict or {})
+    user_keys = set(config_dict)
     user_files = list(config_file_list or [])
     for path in user_files:
         if not os.path.isfile(path):
@@ -130,8 +130,11 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     except (ValueError, TypeError, KeyError) as e:  # RecBole's own checks of the settings
         raise LumosError(f"Invalid setting: {str(e).splitlines()[0]}") from None
     # RecBole's own model yaml is loaded after the model class is known; user keys are checked against it too
-    _check_types(config.variable_config_dict, {**config.internal_config_dict, **defaults})
+    config_schema.warn_unknown(user_keys | set(user_file_settings))
+    config_schema.validate(config)  # the plugin's keys, by their rules
+    _check_types(config.variable_config_dict, {**config.internal_config_dict, **defaults})  # RecBole's, by default
     _check_settings(config)
+    check_loaded_columns(config["data_path"], dataset, config["load_col"])
     return config
 
 
@@ -216,9 +219,15 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
         if callback_fn:
             callback_fn(epoch_idx, valid_score)
 
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=on_validation
-    )
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=on_validation
+        )
+    except ValueError as e:  # RecBole's own trainer stops a NaN loss with a bare ValueError
+        if "nan" not in str(e):
+            raise
+        raise LumosError(f"training diverged ({e}): the learning rate is likely too high "
+                         f"(learning_rate {config['learning_rate']}): lower it") from None
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
     result = {

@@ -1,129 +1,107 @@
 """FederatedTrainer: rounds of federated LUMOS training on RecBole's Trainer interface.
 
-``fit`` runs rounds (``epochs`` = rounds); each round the server samples ``client_fraction`` of the clients,
-the cohort trainer runs their local training in parallel, the server aggregates the shared-parameter updates.
-Each client's private parameters (the projection head) live in ``private_bank``, one row per client.
+``fit`` runs rounds (``epochs`` = rounds): the server side of a round lives in ``federated/server.py``, the
+client side (data, views, private parameters, local training) in ``federated/client.py``; this module runs the
+rounds, evaluates, logs (RecBole's logger and TensorBoard tags), checkpoints and stops a diverging run.
 ``federated: False`` trains the same model centrally (epochs over batches of users): LUMOS centralised, CL4SRec.
 Evaluation, early stopping on ``valid_metric`` and the best-model file are RecBole's. A checkpoint is written
 after every round: rerunning the same command resumes from it with the same result.
 """
 import hashlib
+import math
 import os
 import time
 
-import numpy as np
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import early_stopping, set_color
 from tqdm import tqdm
 
-from recbole_lumos.augment import create_view_builder
-from recbole_lumos.data.partition import dominant_labels, partition_clients
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import create_aggregator
-from recbole_lumos.federated.client import CohortTrainer
-from recbole_lumos.federated.client_data import ClientData, random_negatives
+from recbole_lumos.federated.client import Clients, chunks, shared_parameters
 from recbole_lumos.federated.server import Server
 
-_NOT_IN_RESUME_KEY = {"show_progress", "state", "epochs", "results_dir", "checkpoint_dir", "device"}
-
-
-def chunks(values, size):
-    return [values[i : i + size] for i in range(0, len(values), size)]
+_NOT_IN_RESUME_KEY = {"show_progress", "state", "epochs", "results_dir", "checkpoint_dir", "device", "checkpoint_step"}
 
 
 class FederatedTrainer(Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.federated = config["federated"]
-        self.shared = {n: p for n, p in model.named_parameters() if not model.is_private(n)}
+        self.shared = shared_parameters(model)
         if self.federated:  # the server optimizer sees the shared parameters only
-            if not 0 < config["client_fraction"] <= 1:
-                raise LumosError(f"client_fraction must be in (0, 1], got {config['client_fraction']}")
             self.optimizer = self._build_optimizer(params=list(self.shared.values()))
+        self.checkpoint_step = config["checkpoint_step"] or config["eval_step"]
         self.resume_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self._run_key()}.resume.pth")
 
     def _run_key(self):
         settings = sorted((k, str(v)) for k, v in self.config.final_config_dict.items() if k not in _NOT_IN_RESUME_KEY)
         return hashlib.md5(repr(settings).encode()).hexdigest()[:12]
 
-    # ----------------------------------------------------------------------------------------- setup
-    def _client_data(self, train_dataset):
-        config = self.config
-        histories = train_dataset.client_histories()
-        users = np.array(sorted(histories))
-        labels = None
-        if config["client_partition"] == "dirichlet":
-            field = config["dirichlet_field"] or config["item_genre_field"]
-            if field not in train_dataset.item_feat.columns:
-                raise LumosError(f"dirichlet_field '{field}' is not an item feature: add it to load_col.item")
-            labels = dominant_labels(histories, users, train_dataset.item_feat[field].numpy())
-        clients = partition_clients(
-            users, config["num_clients"], config["client_partition"], config["dirichlet_alpha"], labels, config["seed"]
-        )
-        views = None
-        if self.model.uses_views:
-            builder = create_view_builder(config, train_dataset)
-            views = builder.build(histories)
-            self.logger.info(set_color("views", "blue") + f": {builder.name} {builder.stats()}")
-        self.logger.info(set_color("clients", "blue") + f": {len(clients)} holding {len(users)} users")
-        return ClientData(histories, clients, views, config["MAX_ITEM_LIST_LENGTH"])
-
-    def _with_negatives(self, batch, generator):
-        if self.model.uses_views:
-            batch["negatives"] = random_negatives(
-                batch["anchor"], self.config["tri_extra_negatives"], self.model.n_items, generator
-            )
-        return {k: v.to(self.device) for k, v in batch.items()}
-
     # ----------------------------------------------------------------------------------------- one round / epoch
-    def _federated_round(self, data, generator):
-        clients = self.server.sample_clients(generator)
-        sent = None if self.sum_cohorts else self.server.broadcast()  # the summed path reads the live model
-        self.server.start_round()
-        losses = []
-        for cohort in chunks(data.order_by_size(clients), self.config["cohort_size"]):
-            private = {k: bank[cohort] for k, bank in self.private_bank.items()}
-            weights = data.num_samples[cohort].to(self.device)
-            if self.sum_cohorts:
-                batch = self._with_negatives(data.batch_of_users(cohort), generator)
-                update, private, loss = self.clients.summed_update(private, batch, weights)
-            else:
-                batch = self._with_negatives(data.cohort(cohort), generator)
-                update, private, loss = self.clients.local_update(sent, private, batch, weights)
-            for k, value in private.items():  # stays on the client side
-                self.private_bank[k][cohort] = value
-            self.server.receive(update)
-            losses.append(loss * len(cohort))
-        self.server.finish_round()
-        self.bytes_down += len(clients) * self.server.payload_bytes()
-        self.bytes_up += len(clients) * self.server.payload_bytes()
-        return (torch.stack(losses).sum(0) / len(clients)).tolist()
+    def train_round(self, round_idx, generator):
+        """One federated round (or central epoch); returns the mean (rec, tri) losses."""
+        if self.federated:
+            self.server.run_round(self.clients, generator, round_idx)
+            return self.clients.losses
+        return self._central_epoch(round_idx, generator)
 
-    def _central_epoch(self, data, generator):
-        order = torch.randperm(data.num_clients, generator=generator).tolist()
+    def _central_epoch(self, epoch_idx, generator):
+        clients = self.clients
+        order = torch.randperm(clients.num_clients, generator=generator).tolist()
+        clients.redraw_views(order, epoch_idx)
         losses = []
         for ids in chunks(order, self.config["train_batch_size"]):
-            batch = self._with_negatives(data.batch_of_users(ids), generator)
+            batch = clients.with_negatives(clients.data.batch_of_users(ids), generator)
             loss, rec, tri = self.model.client_loss(batch)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
             losses.append(torch.stack([rec, tri]) * len(ids))
-        return (torch.stack(losses).sum(0) / data.num_clients).tolist()
+        return (torch.stack(losses).sum(0) / clients.num_clients).tolist()
+
+    def _check_finite(self, round_idx, losses):
+        """A diverged run stops with one line; the checkpoint of the last good round stays for inspection."""
+        unit = "round" if self.federated else "epoch"
+        bad = [name for name, value in zip(("rec", "tri"), losses) if not math.isfinite(value)]
+        if not bad and all(torch.isfinite(p).all() for p in self.shared.values()):
+            return
+        what = f"{'/'.join(bad)} loss is {losses}" if bad else "the model update is not finite"
+        lr = f"local_learning_rate {self.config['local_learning_rate']}, " if self.federated else ""
+        kept = f"; the checkpoint of {unit} {round_idx} is kept: {self.resume_file}" if os.path.isfile(self.resume_file) else ""
+        raise LumosError(
+            f"training diverged in {unit} {round_idx + 1}: {what}; the learning rate is likely too high "
+            f"({lr}learning_rate {self.config['learning_rate']}): lower it{kept}"
+        )
+
+    def _log_tensorboard(self, round_idx, losses):
+        """RecBole's tags where one exists: Loss/Train (the sum), Loss/Train0, Loss/Train1 (its parts, as for a
+        calculate_loss tuple); plus the bytes each round moved."""
+        rec, tri = losses
+        parts = (rec, self.model.tri_weight * tri)
+        self.tensorboard.add_scalar("Loss/Train", sum(parts), round_idx)
+        for idx, part in enumerate(parts):
+            self.tensorboard.add_scalar(f"Loss/Train{idx}", part, round_idx)
+        if self.federated:
+            self.tensorboard.add_scalar("Comm/bytes_down", self.server.bytes_down - self._bytes_before[0], round_idx)
+            self.tensorboard.add_scalar("Comm/bytes_up", self.server.bytes_up - self._bytes_before[1], round_idx)
 
     # ----------------------------------------------------------------------------------------- resume
+    def _bytes(self):
+        return (self.server.bytes_down, self.server.bytes_up) if self.federated else (0, 0)
+
     def _save_round(self, round_idx):
         state = {
             "round": round_idx,
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "private_bank": self.private_bank,
+            "private_bank": self.clients.private_bank,
             "best_valid_score": self.best_valid_score,
             "best_valid_result": self.best_valid_result,
             "cur_step": self.cur_step,
             "saved_model_file": self.saved_model_file,
-            "bytes": (self.bytes_down, self.bytes_up),
+            "bytes": self._bytes(),
             "time_to_best": self.time_to_best,
             "elapsed": time.time() - self.fit_start,
         }
@@ -136,50 +114,43 @@ class FederatedTrainer(Trainer):
         state = torch.load(self.resume_file, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.private_bank = state["private_bank"]
+        self.clients.private_bank = state["private_bank"]
         self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
         self.cur_step, self.saved_model_file = state["cur_step"], state["saved_model_file"]
-        self.bytes_down, self.bytes_up = state["bytes"]
+        if self.federated:
+            self.server.bytes_down, self.server.bytes_up = state["bytes"]
         self.time_to_best, self.elapsed_before = state["time_to_best"], state["elapsed"]
         self.start_epoch = state["round"] + 1
         self.logger.info(set_color("Resuming", "yellow") + f" from {self.resume_file} after round {state['round'] + 1}")
 
     # ----------------------------------------------------------------------------------------- fit
     def setup(self, train_dataset):
-        """Clients, their data and views, private parameters, server and cohort trainer: all fit() needs."""
+        """The client side (data, views, private parameters, local training) and the server: all fit() needs."""
         config = self.config
-        data = self._client_data(train_dataset)
-        self.private_bank = {
-            n: p.detach().unsqueeze(0).repeat(data.num_clients, *[1] * p.dim())
-            for n, p in self.model.named_parameters()
-            if self.model.is_private(n)
-        }
+        self.clients = Clients(config, self.model, train_dataset, self.logger)
         if self.federated:
-            self.server = Server(
-                self.shared, create_aggregator(config["aggregator"]), self.optimizer, data.num_clients, config["client_fraction"]
-            )
-            self.clients = CohortTrainer(self.model, config["local_epochs"], config["local_learner"], config["local_learning_rate"])
-            self.sum_cohorts = config["sum_cohort_updates"] and self.clients.can_sum and self.server.aggregator.linear
-        self.bytes_down = self.bytes_up = 0
+            aggregator = create_aggregator(config["aggregator"])
+            self.server = Server(self.shared, aggregator, self.optimizer, self.clients.num_clients, config["client_fraction"])
         self.time_to_best = self.elapsed_before = 0.0
-        return data
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         config = self.config
-        data = self.setup(train_data._dataset)
+        self.setup(train_data._dataset)
         self._resume()
-        step = self._federated_round if self.federated else self._central_epoch
         unit = "round" if self.federated else "epoch"
         rounds = tqdm(range(self.start_epoch, self.epochs), desc=f"{config['model']} {unit}s", unit=unit,
                       initial=self.start_epoch, total=self.epochs, disable=not show_progress, dynamic_ncols=True)
-        interval_start, interval_bytes = time.time(), (self.bytes_down, self.bytes_up)
+        interval_start, interval_bytes = time.time(), self._bytes()
         self.fit_start = time.time() - self.elapsed_before  # wall time counts across resumed sessions
         for round_idx in rounds:
             seed = config["seed"] * 1_000_003 + round_idx  # a round's randomness depends on (seed, round) only
             torch.manual_seed(seed)
             generator = torch.Generator().manual_seed(seed)
             self.model.train()
-            rec, tri = step(data, generator)
+            self._bytes_before = self._bytes()
+            rec, tri = self.train_round(round_idx, generator)
+            self._check_finite(round_idx, (rec, tri))
+            self._log_tensorboard(round_idx, (rec, tri))
             rounds.set_postfix(rec=f"{rec:.3f}", tri=f"{tri:.3f}", best=f"{self.best_valid_score:.4f}")
             stop = False
             if valid_data is not None and (round_idx + 1) % self.eval_step == 0:
@@ -192,8 +163,10 @@ class FederatedTrainer(Trainer):
                     self.time_to_best = time.time() - self.fit_start
                     if saved:
                         self._save_checkpoint(round_idx, verbose=False)
-                down = (self.bytes_down - interval_bytes[0]) / self.eval_step / 2**20
-                up = (self.bytes_up - interval_bytes[1]) / self.eval_step / 2**20
+                self.tensorboard.add_scalar("Vaild_score", valid_score, round_idx)  # RecBole's tag, spelling included
+                for metric, value in valid_result.items():
+                    self.tensorboard.add_scalar(f"Valid/{metric}", value, round_idx)
+                down, up = ((now - before) / self.eval_step / 2**20 for now, before in zip(self._bytes(), interval_bytes))
                 if verbose:
                     self.logger.info(
                         f"{unit} {round_idx + 1}: rec loss {rec:.4f} tri loss {tri:.4f} | "
@@ -201,14 +174,16 @@ class FederatedTrainer(Trainer):
                         f"{(time.time() - interval_start) / self.eval_step:.2f} s/{unit}"
                         + (f" | per round: {self.server.per_round} clients, {down:.2f} MiB down, {up:.2f} MiB up" if self.federated else "")
                     )
-                interval_start, interval_bytes = time.time(), (self.bytes_down, self.bytes_up)
+                interval_start, interval_bytes = time.time(), self._bytes()
                 if callback_fn:
                     callback_fn(round_idx, valid_score)
-            self._save_round(round_idx)
+            if stop or (round_idx + 1) % self.checkpoint_step == 0:  # a round's randomness is (seed, round):
+                self._save_round(round_idx)  # resuming from any saved round gives the same run
             if stop:
                 self.logger.info(f"early stop after {unit} {round_idx + 1}: no better {self.valid_metric} for {self.stopping_step} evaluations")
                 break
         rounds.close()
+        self.tensorboard.flush()
         if os.path.isfile(self.resume_file):
             os.remove(self.resume_file)  # finished: a rerun starts afresh
         if self.best_valid_result is None:  # never evaluated: keep the last model

@@ -18,9 +18,9 @@ import time
 
 import yaml
 
-from recbole_lumos import registry
+from recbole_lumos import paths, registry
 from recbole_lumos.errors import LumosError
-from recbole_lumos.quick_start import PACKAGE_ROOT, PROPERTIES, REPORTED_METRICS, build_config, prepare_views
+from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, build_config, prepare_views
 
 METRIC = "valid_ndcg@20"
 SEARCH_SETTINGS = {"num_samples": 16, "cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": None,
@@ -104,7 +104,7 @@ def tune(model, dataset, config_files, settings):
 
     temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must stay under 107 bytes
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
-             runtime_env={"env_vars": {"PYTHONPATH": PACKAGE_ROOT}})
+             runtime_env={"env_vars": {"PYTHONPATH": str(paths.IMPORT_ROOT)}})
     try:
         resources = {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]}
         runner = ray_tune.with_parameters(ray_tune.with_resources(trainable, resources), model=model,

@@ -1,7 +1,7 @@
 """Test helpers for the view generators: a small movie catalogue and a TINY causal LM built on the spot.
 
 The tiny LM is a real transformers model folder (byte-level BPE tokenizer with a chat template, 2-layer Llama,
-hidden 64) loaded through the very same `LLMBackend` path as SmolLM2; its output is noise, which the grounding must
+hidden 64) loaded through the very same `LLMBackend` path as SmolLM2; its output is noise, which the decoding must
 survive. Imported by tests/test_augment*.py (pytest puts tests/ on sys.path).
 """
 import os

@@ -1,13 +1,16 @@
-"""The LLM view builder end to end, on a tiny Llama built on the spot (same loading and generation path as SmolLM2):
-grounding of scripted answers, garbage, the on-disk cache (reuse, new key, resume), determinism, held-out items."""
+"""The LLM view builder end to end, on a tiny Llama built on the spot (same loading and decoding path as SmolLM2):
+every view item is named by the LLM and reaches the tensors the losses read; the views have the shape DESIGN.md
+asks; the per-client cache (reuse, one changed client, resume, torn line); sampling; held-out items; Ray."""
+import numpy as np
 import pytest
 import torch
+from conftest import tiny_settings, write_tiny_dataset
 from conftest_tiny_llm import HISTORIES, FakeDataset, check, make_tiny_llm, tiny_catalogue
 
-from recbole_lumos.augment.embedding_views import EmbeddingViewBuilder, view_options
-from recbole_lumos.augment.item_space import load_encoder
-from recbole_lumos.augment.llm_backend import LLMBackend
+from recbole_lumos.augment.base import ViewShape
+from recbole_lumos.augment.catalogue_decoding import CatalogueDecoder
 from recbole_lumos.augment.llm_views import LLMViewBuilder, build_llm_views
+from recbole_lumos.federated.client_data import ClientData
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -26,113 +29,108 @@ def tiny_llm(tmp_path_factory):
 
 @pytest.fixture
 def make_builder(tiny_llm, tmp_path):
-    def make(cache="cache", catalogue=None, **overrides):
-        backend = dict(model=tiny_llm, dtype="float32", max_new_tokens=48, no_repeat_ngram_size=3,
-                       repetition_penalty=1.2)
-        backend.update({k: overrides.pop(k) for k in list(overrides) if k in ("model", "do_sample")})
-        options = {**view_options(None), "future_items": 3, "negative_items": 4, **overrides.pop("options", {})}
-        return LLMViewBuilder(catalogue or tiny_catalogue(), backend, encoder=load_encoder(), batch_size=2,
-                              cache_dir=tmp_path / cache, dataset_name="tiny", **{**options, **overrides})
+    def make(cache="cache", **overrides):
+        options = dict(shape=ViewShape(future_items=3, swap_ratio=0.34, negative_items=2, window=4), batch_size=2,
+                       cache_dir=tmp_path / cache, dataset_name="tiny")
+        options.update(overrides)
+        return LLMViewBuilder(tiny_catalogue(), dict(model=tiny_llm, dtype="float32"), **options)
     return make
 
 
-class Scripted:
-    """Stands in for LLMBackend.generate: canned answers, and a count of the clients it was asked about."""
-
-    def __init__(self, answer="", fail_after=None):
-        self.answer, self.fail_after, self.clients = answer, fail_after, 0
-
-    def __call__(self, backend, conversations, seeds, prefix="", processors=()):
-        if self.fail_after is not None and self.clients >= self.fail_after:
-            raise KeyboardInterrupt("simulated interruption")
-        self.clients += len(conversations)
-        return [self.answer] * len(conversations)
+REAL_DECODE = CatalogueDecoder.decode
 
 
-def test_tiny_llm_end_to_end(make_builder):
+class CountingDecoder:
+    """Counts the clients the LLM is asked about (and can fail), around the real decoder; patch in ``.decode``."""
+
+    def __init__(self, fail_after=None):
+        self.clients = 0
+
+        def decode(decoder, prefix, suffixes, *args, **kwargs):
+            if fail_after is not None and self.clients >= fail_after:
+                raise KeyboardInterrupt("simulated interruption")
+            self.clients += len(suffixes)
+            return REAL_DECODE(decoder, prefix, suffixes, *args, **kwargs)
+
+        self.decode = decode
+
+
+def records_of(builder):
+    return {r["client"]: r for r in builder.cache().load().values()}
+
+
+def test_every_view_item_is_named_by_the_llm_and_placed_where_the_model_reads(make_builder):
     builder = make_builder()
     views = builder.build(HISTORIES)
     check(views, HISTORIES)
     stats = builder.stats()
-    assert stats["generated_clients"] == 3 and stats["tokens_generated"] > 0 and stats["tokens_per_s"] > 0
-    assert stats["view_items_grounded"] + stats["view_items_filled"] > 0 and stats["clients_per_s"] > 0
+    assert stats["generated_clients"] == 3 and stats["tokens_processed"] > 0
+    assert all(stats[f"{v}_llm_share"] == 1.0 for v in ("future", "rephrase", "counterfactual"))
+    records = records_of(builder)
+    for client, history in HISTORIES.items():
+        named, v = records[str(client)]["named"], views[client]
+        assert len(named["future"]) == 3 and v.future == history + named["future"]
+        k = min(2, len(history))  # N: the same history ending in the LLM's contrary items
+        assert len(named["counterfactual"]) == k and v.counterfactual == history[:-k] + named["counterfactual"]
+        changed = [p for p, (a, b) in enumerate(zip(history, v.rephrase)) if a != b]
+        assert [v.rephrase[p] for p in changed] == named["rephrase"]  # P: the LLM's items, in the shown window
+        assert changed and min(changed) >= len(history) - 4
+        assert not set(named["future"] + named["rephrase"] + named["counterfactual"]) & set(history)
 
 
-def test_noise_is_forced_into_the_labelled_shape(make_builder):
-    """The tiny LM emits noise; the AnswerShaper still writes every label, in order, and ends each answer."""
-    builder = make_builder(items_per_view=1)
-    builder.backend_options["max_new_tokens"] = 64  # > 3 sections x 10 tokens per asked item + labels
-    builder.build(HISTORIES)
-    for record in builder.cache_for(HISTORIES).load()[0].values():
-        answer = record["answer"]
-        assert answer.startswith("NEXT:") and 0 < answer.index("\nSIMILAR:") < answer.index("\nUNLIKE:")
-    assert builder.stats()["tokens_generated"] < 3 * 64
-
-
-def test_scripted_answer_is_grounded(make_builder, monkeypatch):
-    answer = "NEXT: Aliens; Blade Runner (1982); Star Wars\nSIMILAR: Return of the Jedi\nUNLIKE: Emma; Babe; Alien"
-    monkeypatch.setattr(LLMBackend, "generate", Scripted(answer))
+def test_llm_items_reach_the_tensors_the_losses_read_and_n_is_read_where_the_anchor_is(make_builder):
+    """Through ClientData, the layout the federated trainer hands to the losses (max length 4: the views are cut)."""
+    histories = {1: [3, 6, 8, 7, 9, 10, 2], 2: [11, 12, 13, 1, 14]}
     builder = make_builder()
-    views = builder.build({1: [3, 6, 8]})[1]
-    assert views.future[3:5] == [7, 10]  # Aliens, Blade Runner; Star Wars is history, so filled instead
-    assert 5 in views.rephrase  # Return of the Jedi swapped in for one item
-    assert views.counterfactual[:2] == [16, 14]  # Emma, Babe; Alien is history
-    stats = builder.stats()
-    assert stats["view_items_grounded"] == 5 and stats["parse_failures"] == 0 and stats["mean_similarity"] == 1.0
+    views = builder.build(histories)
+    records = records_of(builder)
+    data = ClientData(histories, [np.array([1]), np.array([2])], views, max_len=4)
+    batch = data.batch_of_users([0, 1])
+    for row, client in enumerate(histories):
+        anchor, (future, rephrase, counterfactual) = batch["anchor"][row], batch["views"][row]
+        named = records[str(client)]["named"]
+        assert set(named["future"]) <= set(future.tolist())
+        assert set(named["rephrase"]) <= set(rephrase.tolist())
+        assert set(named["counterfactual"]) <= set(counterfactual.tolist())
+        assert (anchor > 0).sum() == (counterfactual > 0).sum()  # same last position
+        assert anchor[:2].tolist() == counterfactual[:2].tolist()  # differs only in the last k = 2 items
 
 
-@pytest.mark.parametrize("garbage", ["", "\x00\x01 <|im_end|> ;;;", "NEXT: ;;;\nUNLIKE:", "lorem ipsum " * 500])
-def test_garbage_output_is_filled_and_counted(make_builder, monkeypatch, garbage):
-    monkeypatch.setattr(LLMBackend, "generate", Scripted(garbage))
-    builder = make_builder()
-    views = builder.build(HISTORIES)
-    check(views, HISTORIES)
-    assert all(len(v.future) == len(HISTORIES[c]) + 3 and len(v.counterfactual) == 4 for c, v in views.items())
-    stats = builder.stats()
-    assert stats["view_items_grounded"] == 0 and stats["grounded_share"] == 0.0
-    assert stats["parse_failures"] == 3 * len(HISTORIES)  # three views per client, none usable
-
-
-def test_cache_is_reused_and_keyed(make_builder, monkeypatch):
+def test_cache_is_reused_per_client(make_builder, monkeypatch):
     first = make_builder().build(HISTORIES)
-    scripted = Scripted()
-    monkeypatch.setattr(LLMBackend, "generate", scripted)
+    counting = CountingDecoder()
+    monkeypatch.setattr(CatalogueDecoder, "decode", counting.decode)
     again = make_builder()
-    assert again.build(HISTORIES) == first and scripted.clients == 0  # from disk: the LLM never ran
-    assert again._backend is None and again.stats()["cached_clients"] == 3
+    assert again.build(HISTORIES) == first and counting.clients == 0  # from disk: the LLM never ran
+    assert again._backend is None and again.stats()["generated_clients"] == 0
     changed = {**HISTORIES, 2: HISTORIES[2][:-1]}
-    make_builder().build(changed)
-    assert scripted.clients == 3  # a changed history is a new key: regenerated
+    views = make_builder().build(changed)
+    assert counting.clients == 1  # only the changed client is generated again
+    assert views[1] == first[1] and views[3] == first[3]  # another client's change leaves a client's views alone
     make_builder(seed=99).build(HISTORIES)
-    assert scripted.clients == 6  # so is a changed seed
+    assert counting.clients == 4  # a changed seed changes every client's key
 
 
 def test_interrupted_generation_resumes(make_builder, monkeypatch):
-    answer = "NEXT: Aliens\nSIMILAR: Emma\nUNLIKE: Babe"
-    monkeypatch.setattr(LLMBackend, "generate", Scripted(answer, fail_after=2))  # dies on the second batch
+    monkeypatch.setattr(CatalogueDecoder, "decode", CountingDecoder(fail_after=2).decode)  # dies on the second batch
     with pytest.raises(KeyboardInterrupt):
         make_builder().build(HISTORIES)
-    resumed = Scripted(answer)
-    monkeypatch.setattr(LLMBackend, "generate", resumed)
-    builder = make_builder()
-    views = builder.build(HISTORIES)
-    assert resumed.clients == 1 and builder.stats()["cached_clients"] == 2  # only the unfinished client
-    monkeypatch.setattr(LLMBackend, "generate", Scripted(answer))
+    resumed = CountingDecoder()
+    monkeypatch.setattr(CatalogueDecoder, "decode", resumed.decode)
+    views = make_builder().build(HISTORIES)
+    assert resumed.clients == 1  # only the unfinished client
     assert views == make_builder(cache="fresh").build(HISTORIES)  # same views as an uninterrupted run
 
 
 def test_torn_cache_line_is_dropped(make_builder, monkeypatch):
-    answer = "NEXT: Aliens\nSIMILAR: Emma\nUNLIKE: Babe"
-    monkeypatch.setattr(LLMBackend, "generate", Scripted(answer))
     builder = make_builder()
     views = builder.build(HISTORIES)
-    path = builder.cache_for(HISTORIES).path
+    path = builder.cache().path
     lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[:2]) + lines[2][:10])  # killed while writing the third client: no end marker
-    resumed = Scripted(answer)
-    monkeypatch.setattr(LLMBackend, "generate", resumed)
+    path.write_text("".join(lines[:2]) + lines[2][:10])  # killed while writing the third client
+    resumed = CountingDecoder()
+    monkeypatch.setattr(CatalogueDecoder, "decode", resumed.decode)
     assert make_builder().build(HISTORIES) == views and resumed.clients == 1
-    assert path.read_text().splitlines()[-1] == '{"done": true, "clients": 3}'
 
 
 def test_sampling_is_deterministic_per_client(make_builder):
@@ -142,27 +140,39 @@ def test_sampling_is_deterministic_per_client(make_builder):
     assert alone == views  # a client's views do not depend on who shares its batch
 
 
-def test_views_ignore_held_out_items(make_builder):
-    """Training histories are the full sequences minus the last two items (validation, test): changing a user's
-    test item changes nothing the builders see, so nothing they return."""
-    full = {1: [3, 6, 8, 7, 9], 2: [11, 12, 13, 1, 14, 20, 21]}
-    other = {**full, 2: full[2][:-1] + [24]}  # another held-out test item
-    train = lambda seqs: {u: s[:-2] for u, s in seqs.items()}  # noqa: E731
-    assert make_builder(cache="x").build(train(full)) == make_builder(cache="y").build(train(other))
-    textless = tiny_catalogue()
-    textless.texts = [""] * len(textless.texts)  # co-occurrence space: built from the given histories only
-    assert EmbeddingViewBuilder(textless).build(train(full)) == EmbeddingViewBuilder(textless).build(train(other))
+def test_held_out_items_never_reach_the_views(tiny_llm, tmp_path):
+    """Two datasets that differ only in some users' validation and test items, through the plugin's own data
+    pipeline (the histories the trainer gives the builder): the views are identical."""
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_lumos.quick_start import build_config
+
+    def views(folder, last_items):
+        data_path = write_tiny_dataset(str(tmp_path / folder), last_items=last_items)
+        config = build_config("LUMOS", "tiny", config_dict=tiny_settings(
+            data_path, views="llm", llm_model=tiny_llm, llm_dtype="float32", views_cache_dir=str(tmp_path / folder)))
+        train, _, _ = data_preparation(config, create_dataset(config))
+        return build_llm_views(config, train._dataset).build(train._dataset.client_histories())
+
+    assert views("a", {3: [5, 6], 7: [9, 10]}) == views("b", {3: [30, 31], 7: [32, 33]})
 
 
-def test_factory_and_plain_prompt_model(tmp_path):
+def test_factory_reads_config_and_plain_prompt_model(tmp_path):
     folder = make_tiny_llm(tmp_path / "plain", chat_template=False)  # no chat template: 'role: text' lines
-    config = {"dataset": "tiny", "seed": 1, "llm_model": folder, "llm_dtype": "float32", "llm_max_new_tokens": 16,
-              "views_cache_dir": str(tmp_path / "views"), "view_negative_items": 2}
+    config = {"dataset": "tiny", "seed": 1, "llm_model": folder, "llm_dtype": "float32", "MAX_ITEM_LIST_LENGTH": 3,
+              "views_cache_dir": str(tmp_path / "views"), "view_negative_items": 2, "view_window_items": 10}
     builder = build_llm_views(config, FakeDataset(config=config))
     check(builder.build({5: [1, 2]}), {5: [1, 2]})
-    assert builder.options["negative_items"] == 2
+    assert builder.shape.negative_items == 2 and builder.shape.window == 3  # capped by what the model reads
     assert builder.backend.render([{"role": "user", "content": "hi"}]) == "user: hi\nassistant:"
     assert list((tmp_path / "views").glob("tiny-llm-*.jsonl"))
+
+
+def test_dataset_without_item_text_is_a_clear_error():
+    from recbole_lumos.errors import LumosError
+
+    with pytest.raises(LumosError, match="needs item text"):
+        build_llm_views({"dataset": "ids", "seed": 0}, FakeDataset(with_text=False))
 
 
 def test_lora_adapter_and_per_client_finetune(tiny_llm, make_builder, tmp_path):
@@ -173,8 +183,18 @@ def test_lora_adapter_and_per_client_finetune(tiny_llm, make_builder, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(tiny_llm, local_files_only=True)
     get_peft_model(base, LoraConfig(r=2, task_type="CAUSAL_LM")).save_pretrained(adapter)
     builder = make_builder(lora_finetune={"steps": 2, "lr": 1e-2})
-    builder.backend_options.update(lora_path=str(adapter), max_new_tokens=12)
+    builder.backend_options.update(lora_path=str(adapter))
     histories = {1: HISTORIES[1], 2: HISTORIES[2]}
     check(builder.build(histories), histories)
     assert builder.backend._lora_init is not None  # a fresh LoRA went on top of the merged adapter
 
+
+def test_ray_workers_give_the_same_views(make_builder):
+    ray = pytest.importorskip("ray")
+    alone = make_builder(cache="one").build(HISTORIES)
+    try:
+        fanned = make_builder(cache="two", workers=2, batch_size=1)
+        assert fanned.build(HISTORIES) == make_builder(cache="three", batch_size=1).build(HISTORIES)
+        assert fanned.build(HISTORIES) == alone  # then read back from its cache
+    finally:
+        ray.shutdown()

@@ -31,14 +31,14 @@ def test_benchmark_writes_table_csv_plot_records_errors_and_resumes(tiny_data, i
     assert [(r["run"], r["seed"], r["status"]) for r in rows] == [
         ("SASRec", "1", "ok"), ("SASRec", "2", "ok"), ("FedSASRec", "1", "ok"), ("FedSASRec", "2", "ok"),
         ("Broken", "1", "failed"), ("Broken", "2", "failed")]
-    assert all("Unknown views 'telepathy'" in r["error"] for r in rows[4:])
+    assert all("views must be one of llm, embedding, random, got 'telepathy'" in r["error"] for r in rows[4:])
     assert {r["seed"] for r in rows[:4]} == {"1", "2"} and float(rows[0]["wall_time_s"]) > 0
 
     table = (in_tmp / "out" / "tiny.md").read_text()
     fed = [float(r["ndcg@20"]) for r in rows[2:4]]
     expected = f"{np.mean(fed):.4f} ± {np.std(fed, ddof=1):.4f}" if fed[0] != fed[1] else f"{fed[0]:.4f}"
     assert "| FedSASRec | FedSASRec | 2/2 |" in table and expected in table.split("| FedSASRec |")[1].splitlines()[0]
-    assert "| Broken | LUMOS | 0/2 | failed: exit 2: error: Unknown views 'telepathy'" in table
+    assert "| Broken | LUMOS | 0/2 | failed: exit 2: error: views must be one of llm" in table
     assert "python run_lumos.py --benchmark --dataset=tiny" in table and "RecBole 1.2.1" in table
     assert (in_tmp / "out" / "tiny.png").stat().st_size > 10_000
     with open(in_tmp / "out" / "tiny-curves.csv") as f:

@@ -23,8 +23,18 @@ def test_recbole_models_run_with_the_plugin_protocol(tiny_data, in_tmp, model):
     result = run(model, "tiny", config_dict=tiny_settings(tiny_data, epochs=1))
     record = json.load(open(result["result_file"]))
     assert set(record["test_result"]) == {"hit@10", "hit@20", "ndcg@10", "ndcg@20"}
-    assert record["config"]["valid_metric"] == "NDCG@20" and record["config"]["eval_args"]["split"] == {"LS": "valid_and_test"}
-    assert record["seed"] == 2020 and record["wall_time_s"] > 0 and record["peak_memory_mb"] > 0
+    assert record["best_valid_score"] == record["best_valid_result"]["ndcg@20"]  # model selection on NDCG@20
+
+
+def test_command_line_beats_config_file_beats_plugin_defaults(tiny_data, in_tmp):
+    """RecBole's precedence through the plugin: overall.yaml < --config_files < --key=value."""
+    from recbole_lumos.quick_start import build_config
+
+    extra = in_tmp / "extra.yaml"
+    extra.write_text("valid_metric: Hit@10\ntopk: [5, 10]\n")
+    config = build_config("SASRec", "tiny", [str(extra)], tiny_settings(tiny_data, topk=[10, 20]))
+    assert config["valid_metric"] == "Hit@10" and config["topk"] == [10, 20]
+    assert build_config("SASRec", "tiny", config_dict=tiny_settings(tiny_data))["valid_metric"] == "NDCG@20"
 
 
 def test_cli_prints_the_summary_and_accepts_overrides_and_config_files(tiny_data, in_tmp, capsys):
@@ -52,7 +62,7 @@ def test_unknown_model_lists_what_exists(capsys):
         (["--topk=[0]"], "topk"),
         (["--valid_metric=MRR@10"], "valid_metric"),
         (["--config_files=/no/such.yaml"], "does not exist"),
-        (["--views=telepathy", "--epochs=1"], "Unknown views"),
+        (["--views=telepathy", "--epochs=1"], "views must be one of llm, embedding, random"),
         (["--client_fraction=2.0"], "client_fraction"),
     ],
 )
@@ -81,3 +91,34 @@ def test_process_exit_status_and_no_traceback():
 def test_bad_flags_are_one_line_and_exit_2(capsys, flags, message):
     code, out = cli(capsys, *flags)
     assert code == 2 and out.err.count("\n") == 1 and message in out.err
+
+
+def _write_inter(root, name, header, rows):
+    os.makedirs(os.path.join(root, name))
+    with open(os.path.join(root, name, f"{name}.inter"), "w") as f:
+        f.write(header + "\n" + "".join(rows))
+
+
+@pytest.mark.parametrize(
+    "header,rows,message",
+    [
+        ("user_id:token\titem_id:token\trating:float", ["1\t2\t3\n", "1\t3\t4\n"],
+         "has no column timestamp (its header: user_id, item_id, rating), which load_col.inter loads"),
+        ("user_id:token\titem_id:token\trating:float\ttimestamp:float", [], "has a header and no rows"),
+    ],
+)
+def test_inter_file_without_a_loaded_column_or_rows_is_one_line(tmp_path, in_tmp, capsys, header, rows, message):
+    _write_inter(str(tmp_path), "bad", header, rows)
+    code, out = cli(capsys, f"--data_path={tmp_path}", "--dataset=bad")
+    assert code == 2 and message in out.err and out.err.count("\n") == 1, out.err
+
+
+def test_positional_argument_is_one_line_and_exit_2(capsys):
+    code, out = cli(capsys, "LUMOS")
+    assert code == 2 and out.err == "error: unexpected argument 'LUMOS': use --key=value\n"
+
+
+def test_recbole_model_divergence_is_one_line(tiny_data, in_tmp, capsys):
+    code, out = cli(capsys, "--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data}", "--epochs=3",
+                    "--learning_rate=1e6", "--state=WARNING", "--show_progress=False", "--MAX_ITEM_LIST_LENGTH=10")
+    assert code == 2 and out.err.startswith("error: training diverged") and out.err.count("\n") == 1, out.err

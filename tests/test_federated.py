@@ -1,5 +1,6 @@
 """The LUMOS federated core on tiny generated data: dataset, partitioner, cohort training, privacy, resume."""
 import copy
+import glob
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ from recbole_lumos import registry
 from recbole_lumos.data.partition import partition_clients
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import FedAvg
-from recbole_lumos.federated.client import CohortTrainer
+from recbole_lumos.federated.client import CohortTrainer, is_private
 from recbole_lumos.federated.client_data import ClientData, windows_of
+from recbole_lumos.model.sequences import random_negatives
 from recbole_lumos.quick_start import build_config, run
 from tests.conftest import tiny_settings, write_tiny_dataset
 
@@ -81,16 +83,15 @@ def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, e
     histories = train._dataset.training_histories()
     clients = partition_clients(np.array(sorted(histories)), num_clients=5, seed=0)
     from recbole_lumos.augment.random_views import RandomViewBuilder
-    from recbole_lumos.federated.client_data import random_negatives
 
     views = RandomViewBuilder(model.n_items, seed=0).build(histories)
     data = ClientData(histories, clients, views, config["MAX_ITEM_LIST_LENGTH"])
     cohort = [0, 1, 2, 3, 4]
     batch = data.cohort(cohort)
     batch["negatives"] = random_negatives(batch["anchor"], 2, model.n_items, torch.Generator().manual_seed(0))
-    shared = {n: p.detach().clone() for n, p in model.named_parameters() if not model.is_private(n)}
+    shared = {n: p.detach().clone() for n, p in model.named_parameters() if not is_private(n)}
     private = {n: p.detach().unsqueeze(0).repeat(5, *[1] * p.dim()) + 0.01 * torch.randn(5, *p.shape)
-               for n, p in model.named_parameters() if model.is_private(n)}
+               for n, p in model.named_parameters() if is_private(n)}
     trainer = CohortTrainer(model, epochs, learner, 0.05)
     update, new_private, _ = trainer.local_update(shared, private, batch, data.num_samples[cohort])
 
@@ -114,40 +115,19 @@ def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, e
             assert torch.allclose(got, expected, atol=1e-5), (n, client)
 
 
-class SpyServer:
-    """Records everything the clients hand over to the server."""
-
-    def __init__(self, server):
-        self.server, self.received = server, []
-
-    def __getattr__(self, name):
-        return getattr(self.server, name)
-
-    def receive(self, update):
-        self.received.append(update)
-        self.server.receive(update)
-
-
 def one_round_updates(data_path, in_tmp, summed=False):
+    """Train one round with every client; return the model and every update the server received."""
     config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5, sum_cohort_updates=summed)
-    original_init = trainer._client_data
-    spies = {}
+    received, original_setup = [], trainer.setup
 
-    def capture(dataset):
-        data = original_init(dataset)
-        spies["data"] = data
-        return data
+    def setup_with_spy(dataset):
+        original_setup(dataset)
+        receive = trainer.server.receive
+        trainer.server.receive = lambda update: (received.append(update), receive(update))
 
-    trainer._client_data = capture
-    original_round = trainer._federated_round
-
-    def spy_round(data, generator):
-        trainer.server = spies.setdefault("server", SpyServer(trainer.server))
-        return original_round(data, generator)
-
-    trainer._federated_round = spy_round
+    trainer.setup = setup_with_spy
     trainer.fit(train, valid, saved=False)
-    return model, spies["server"].received
+    return model, received
 
 
 def test_privacy_only_shared_parameter_updates_leave_a_client(tmp_path, in_tmp):
@@ -155,12 +135,11 @@ def test_privacy_only_shared_parameter_updates_leave_a_client(tmp_path, in_tmp):
     and what a client sends does not depend on its validation/test items."""
     path_a = write_tiny_dataset(str(tmp_path / "a"), seed=3)
     model, received = one_round_updates(path_a, in_tmp)
-    shared_shapes = {n: p.shape for n, p in model.named_parameters() if not model.is_private(n)}
-    assert received and all(set(vars(u)) == {"deltas", "num_samples"} for u in received)
+    shared_shapes = {n: p.shape for n, p in model.named_parameters() if not is_private(n)}
+    assert received
     for update in received:
         assert set(update.deltas) == set(shared_shapes)  # no projection head, no sequence, no view
         assert all(d.shape[1:] == shared_shapes[n] for n, d in update.deltas.items())
-        assert update.num_samples.dtype == torch.float32 and update.num_samples.dim() == 1
 
     _, received_summed = one_round_updates(path_a, in_tmp, summed=True)  # the one-backward-pass path too
     assert received_summed and all(set(u.deltas) == set(shared_shapes) for u in received_summed)
@@ -203,22 +182,80 @@ def test_family_runs_end_to_end_and_loads_with_recbole_tools(tiny_data, in_tmp, 
     assert type(loaded).__name__ == model and config["model"] == model
 
 
-def test_tri_view_loss_prefers_views_close_to_the_anchor(tiny_data, in_tmp):
-    _, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
-    model.eval()
+@pytest.mark.parametrize("tri_views,reads_counterfactual", [(["future", "rephrase", "counterfactual"], True),
+                                                            (["future", "rephrase"], False)])
+def test_counterfactual_view_is_a_negative_only_when_listed(tiny_data, in_tmp, tri_views, reads_counterfactual):
+    """The ablation without the counterfactual must not read it; with it, a counterfactual closer to the anchor
+    (a harder negative) raises the loss."""
+    _, _, _, _, model, _ = setup_model(tiny_data, tri_views=tri_views, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
     anchor = torch.tensor([[1, 2, 3, 4, 0, 0, 0, 0, 0, 0]])
-    near = torch.stack([anchor[0], anchor[0], torch.tensor([30, 31, 32, 33, 0, 0, 0, 0, 0, 0])]).unsqueeze(0)
-    far = torch.stack([near[0, 2], near[0, 2], anchor[0]]).unsqueeze(0)
+    positives = [[5, 6, 7, 0, 0, 0, 0, 0, 0, 0], [8, 9, 10, 11, 0, 0, 0, 0, 0, 0]]
+    easy = torch.tensor([positives + [[30, 31, 32, 33, 0, 0, 0, 0, 0, 0]]])
+    hard = torch.tensor([positives + [anchor[0].tolist()]])
     negatives = torch.tensor([[[20, 21, 22, 23, 0, 0, 0, 0, 0, 0]]])
-    assert model.tri_view_losses(anchor, near, negatives) < model.tri_view_losses(anchor, far, negatives)
-    no_extra = negatives[:, :0]  # tri_extra_negatives: 0 leaves the counterfactual as the only negative
-    assert model.tri_view_losses(anchor, near, no_extra) < model.tri_view_losses(anchor, far, no_extra)
+    loss_easy, loss_hard = model.tri_view_losses(anchor, easy, negatives), model.tri_view_losses(anchor, hard, negatives)
+    if reads_counterfactual:
+        assert loss_hard > loss_easy
+    else:
+        assert torch.equal(loss_hard, loss_easy)
+
+
+def test_random_views_are_redrawn_each_round_and_reproducible(tiny_data, in_tmp):
+    """FedCL4SRec / CL4SRec: the sampled clients get fresh views every round, seeded by (seed, round, user), so a
+    resumed run redraws the same ones; the other clients keep theirs."""
+    _, train, _, _, model, trainer = setup_model(tiny_data, model="FedCL4SRec")
+    trainer.setup(train._dataset)
+    clients = trainer.clients
+    clients.redraw_views([0, 1], round_idx=0)
+    round0 = clients.data.views.clone()
+    clients.redraw_views([0, 1], round_idx=1)
+    round1 = clients.data.views.clone()
+    rows = torch.from_numpy(np.concatenate([clients.data.client_users[c] for c in (0, 1)]))
+    others = torch.ones(len(round0), dtype=torch.bool)
+    others[rows] = False
+    assert not torch.equal(round0[rows], round1[rows])
+    assert torch.equal(round0[others], round1[others])
+    clients.redraw_views([0, 1], round_idx=0)
+    assert torch.equal(clients.data.views, round0)
+
+
+@pytest.mark.parametrize("federated", [True, False])
+def test_divergence_stops_the_run_with_one_line(tiny_data, in_tmp, capsys, federated):
+    import run_lumos
+
+    args = [f"--{k}={v}" for k, v in tiny_settings(tiny_data, epochs=3, federated=federated).items() if k != "load_col"]
+    code = run_lumos.main(["--model=LUMOS", "--dataset=tiny", "--learning_rate=1e6", "--local_learning_rate=1e6", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: training diverged in ") and err.count("\n") == 1, err
+    assert "learning rate is likely too high" in err and "is kept: " in err
+    kept = torch.load(err.split("is kept: ")[1].strip(), weights_only=False)  # the last good round's checkpoint
+    assert kept["round"] == 0 and all(torch.isfinite(v).all() for v in kept["state_dict"].values())
+
+
+def test_federated_run_writes_recbole_tensorboard_scalars(tiny_data, in_tmp):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    settings = tiny_settings(tiny_data, epochs=2, eval_step=1)
+    run("LUMOS", "tiny", config_dict=settings)
+    (folder,) = glob.glob(str(in_tmp / "log_tensorboard" / "*"))
+    events = EventAccumulator(folder)
+    events.Reload()
+    scalars = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    for tag in ("Loss/Train", "Loss/Train0", "Loss/Train1", "Vaild_score", "Valid/ndcg@20", "Valid/hit@10",
+                "Comm/bytes_down", "Comm/bytes_up"):
+        assert len(scalars[tag]) == 2, tag  # one per round
+    assert scalars["Vaild_score"] == scalars["Valid/ndcg@20"]  # RecBole's tag holds valid_metric
+    total = [a + b for a, b in zip(scalars["Loss/Train0"], scalars["Loss/Train1"])]
+    assert np.allclose(scalars["Loss/Train"], total, rtol=1e-5)
+    _, train, _, _, model, _ = setup_model(tiny_data)
+    payload = sum(p.numel() * p.element_size() for n, p in model.named_parameters() if not is_private(n))
+    clients = len(train._dataset.client_histories())  # one client per user
+    assert scalars["Comm/bytes_down"] == [round(settings["client_fraction"] * clients) * payload] * 2
 
 
 def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp):
     """The one-backward-pass path hands the server exactly the FedAvg mean of the per-client deltas."""
     from recbole_lumos.augment.random_views import RandomViewBuilder
-    from recbole_lumos.federated.client_data import random_negatives
 
     config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
     histories = train._dataset.training_histories()
@@ -226,8 +263,8 @@ def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp
     cohort = list(range(6))
     batch = data.cohort(cohort)
     batch["negatives"] = random_negatives(batch["anchor"], 2, model.n_items, torch.Generator().manual_seed(0))
-    shared = {n: p.detach().clone() for n, p in model.named_parameters() if not model.is_private(n)}
-    private = {n: p.detach().unsqueeze(0).repeat(6, *[1] * p.dim()) for n, p in model.named_parameters() if model.is_private(n)}
+    shared = {n: p.detach().clone() for n, p in model.named_parameters() if not is_private(n)}
+    private = {n: p.detach().unsqueeze(0).repeat(6, *[1] * p.dim()) for n, p in model.named_parameters() if is_private(n)}
     trainer = CohortTrainer(model, 1, "sgd", 0.1)
     weights = data.num_samples[cohort]
     each, private_each, _ = trainer.local_update(shared, dict(private), batch, weights)

@@ -149,6 +149,10 @@ def test_product_prompt_of_the_dataset_yaml():
     request = book.messages([("AT&T Corded Phone | Office Electronics", "AT&T Corded Phone")], 5, 3, 4)[-1]
     assert "Products bought" in request["content"] and '"AT&T Corded Phone"' in request["content"]
     assert "UNLIKE: 4 products" in request["content"]
+    prefix, rest = book.split(lambda messages: "\n".join(m["content"] for m in messages))  # shared-prefix cache
+    assert prefix.endswith("Products bought, oldest first:\n")
+    part = rest([("Stapler | Office", "Stapler")], 5, 3, 4)  # the per-client part: history, request, first label
+    assert "Stapler" in part and part.endswith("UNLIKE: 4 products they would not want.NEXT:")
 
 
 # ---------------------------------------------------------------- the real datasets in ../shared/datasets

@@ -6,14 +6,47 @@ first) and returns three item-id sequences. Nothing in here ever sees validation
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class ClientViews:
     """The three LUMOS views of one client's history, as internal item ids (0 is padding, never used)."""
 
     future: list  # F: history followed by predicted continuation items (positive)
-    rephrase: list  # P: history with a share of items swapped for equivalent ones (positive)
-    counterfactual: list  # N: items contrary to the user's preferences (negative)
+    rephrase: list  # P: history with some recent items swapped for equivalent ones (positive)
+    counterfactual: list  # N: history whose last items are swapped for ones contrary to the user's taste (negative)
+
+
+@dataclass
+class ViewShape:
+    """How many items each view changes (properties/augment.yaml's view_* keys)."""
+
+    future_items: int = 5  # items appended in F
+    swap_ratio: float = 0.3  # share of the window's items substituted in P (at least one)
+    negative_items: int = 5  # last items replaced in N
+    window: int = 10  # most recent history items the generator looks at; P's substitutions fall among them
+
+    def counts(self, history_length):
+        """(future, similar, negative) item counts for a history of this length."""
+        shown = min(self.window, history_length)
+        similar = max(1, round(self.swap_ratio * shown)) if self.swap_ratio > 0 else 0
+        return self.future_items, min(similar, shown), min(self.negative_items, history_length)
+
+
+def place_views(history, future, similar, unlike, window, rng):
+    """The three views of one history, shaped so that the model reads what changed (DESIGN.md):
+    F = history + ``future``; P = history with ``similar`` substituted at random positions among its last
+    ``window`` items (the items the generator looked at, inside the window the model reads); N = history with its
+    last len(``unlike``) items replaced: as long as the anchor, read at the same position, different only there."""
+    history = list(history)
+    window = min(window, len(history))
+    rephrase = list(history)
+    positions = rng.choice(np.arange(len(history) - window, len(history)), min(len(similar), window), replace=False)
+    for position, item in zip(sorted(positions), similar):
+        rephrase[position] = item
+    k = min(len(unlike), len(history))
+    return ClientViews(history + list(future), rephrase, history[: len(history) - k] + list(unlike[:k]))
 
 
 @dataclass

@@ -1,15 +1,18 @@
-"""Generated views on disk: one append-only jsonl file per key, flushed after every batch, closed by a marker.
+"""Generated views on disk: one append-only jsonl file per generator configuration, a record per client.
 
-The key hashes everything the views depend on (dataset, model, prompts, settings, seed, the histories), so a later
-run with the same inputs reuses the file, a changed input writes a new one, and an interrupted run resumes with the
-clients it has not finished yet.
+The file is named by a hash of everything that shapes every client's views (prompt, the LLM weights' content,
+settings, seed, the catalogue text); each record is keyed by a hash of that and of the client's own id and
+history. So a later run reuses every record whose client is unchanged, one changed history regenerates that client
+alone, and an interrupted run resumes with the clients it has not finished yet. Records are flushed per batch.
 """
 import hashlib
 import json
 import os
 from pathlib import Path
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".cache" / "views"
+from recbole_lumos.paths import CACHE_ROOT
+
+DEFAULT_DIR = CACHE_ROOT / "views"
 
 
 def cache_key(**parts):
@@ -19,25 +22,23 @@ def cache_key(**parts):
 
 class ViewCache:
     def __init__(self, key, directory=None, name="views"):
+        self.key = key
         self.path = Path(directory or DEFAULT_DIR).absolute() / f"{name}-{key[:24]}.jsonl"
 
+    def client_key(self, client, history):
+        return cache_key(config=self.key, client=str(client), history=[int(i) for i in history])
+
     def load(self):
-        """{str(client id): record} of the finished clients, and whether the run was complete."""
+        """{client key: record} of every client generated so far under this configuration."""
         if not self.path.exists():
-            return {}, False
+            return {}
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):  # killed mid-write: drop the torn last line before appending again
             data = data[: data.rfind(b"\n") + 1]
             with open(self.path, "r+b") as f:
                 f.truncate(len(data))
-        records, complete = {}, False
-        for line in data.decode("utf-8").splitlines():
-            record = json.loads(line)
-            if record.get("done"):
-                complete = True
-            else:
-                records[str(record["client"])] = record
-        return records, complete
+        records = (json.loads(line) for line in data.decode("utf-8").splitlines())
+        return {record["key"]: record for record in records}
 
     def append(self, records):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +46,3 @@ class ViewCache:
             f.writelines(json.dumps(r) + "\n" for r in records)
             f.flush()
             os.fsync(f.fileno())
-
-    def finish(self, count):
-        self.append([{"done": True, "clients": count}])

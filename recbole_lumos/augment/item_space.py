@@ -1,4 +1,4 @@
-"""A vector space over catalogue items: sentence embeddings of item text, or co-occurrence factors without text.
+"""A vector space over catalogue items: sentence embeddings of their public text.
 
 Rows are indexed by internal item id and unit-normalised, so dot products are cosine similarities; row 0 (padding)
 is zero and is never returned.
@@ -10,8 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from sklearn.decomposition import TruncatedSVD
+
+from recbole_lumos.paths import CACHE_ROOT
 
 
 def load_encoder(path=None, device="cpu"):
@@ -40,7 +40,7 @@ class LazyEncoder:
 
     def __init__(self, path=None, device="cpu", cache_dir=None):
         self.path, self.device = path, device or "cpu"
-        self.cache_dir = Path(cache_dir or Path(__file__).resolve().parents[2] / ".cache" / "embeddings").absolute()
+        self.cache_dir = Path(cache_dir or CACHE_ROOT / "embeddings").absolute()
 
     def encode(self, texts, **options):
         return load_encoder(self.path, self.device).encode(texts, **options)
@@ -72,15 +72,6 @@ class ItemSpace:
     @classmethod
     def from_texts(cls, texts, encoder):
         return cls(encode_catalogue(encoder, texts))
-
-    @classmethod
-    def from_cooccurrence(cls, histories, num_items, dim=64, seed=0):
-        """Item factors of the user-item matrix of the given (training) histories: items bought together are close."""
-        rows = [r for r, items in enumerate(histories.values()) for _ in items]
-        cols = [i for items in histories.values() for i in items]
-        matrix = csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(histories), num_items))
-        dim = max(1, min(dim, min(matrix.shape) - 1))
-        return cls(TruncatedSVD(dim, random_state=seed).fit(matrix).components_.T.astype(np.float32))
 
     def centroid(self, history, decay=1.0):
         """Recency-weighted mean of the history's vectors (the last item weighs 1, the one before `decay`, ...)."""

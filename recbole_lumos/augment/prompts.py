@@ -1,20 +1,22 @@
-"""Prompts for the three views (properties/prompts/*.yaml) and the parsing of the LLM's answer.
+"""Prompts for the three views (properties/prompts/*.yaml): the shared part, each client's part, item lines.
 
 Item text is untrusted: a title may hold newlines, chat-template markers, "NEXT:" lines or thousands of characters.
-Every item becomes ONE quoted line made of word characters and plain punctuation, truncated; the answer is parsed
-line by line and anything unparsable is just dropped (the builder fills the gap and counts it).
+Every item becomes ONE quoted line made of word characters and plain punctuation, truncated. The answer needs no
+parsing: the LLM writes it inside the catalogue's titles (catalogue_decoding); ``parse`` reads the few-shot
+example's counts.
 """
 import re
 import unicodedata
 from pathlib import Path
 
-import torch
 import yaml
-from transformers import LogitsProcessor
 
-DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "properties" / "prompts" / "views.yaml"
+from recbole_lumos.errors import LumosError
+from recbole_lumos.paths import PROPERTIES
+
+DEFAULT_PROMPTS = PROPERTIES / "prompts" / "views.yaml"
 MAX_TITLE_CHARS, MAX_DETAIL_CHARS, MAX_CANDIDATE_CHARS = 80, 60, 120
-TOKENS_PER_ITEM = 10  # a section longer than this per asked item is rambling: cut it
+MAX_GENRES = 2
 UNSAFE = re.compile(r"[^\w .,'!?&:()\-/]+")  # drops newlines, quotes, ";", "|", "<|im_end|>", braces, markup
 BULLET = re.compile(r"^\s*(?:[-*•]+|\d+\s*[.)])\s*")
 TRAILER = re.compile(r"\s*(?:\(\s*\d{4}.*|\|.*)$")  # "(1995) | Comedy" after a title
@@ -32,12 +34,19 @@ def natural_title(title):
 
 
 def item_line(text, title=None):
-    """One prompt line for an item: its quoted title then year and genres, e.g. '- "Alien" (1979) Horror, Sci-Fi'."""
+    """One prompt line for an item: its quoted title, year and first genres, e.g. '"Alien" (1979) Horror, Sci-Fi'.
+    Every token of it is paid for by every client: the line stays short."""
     title = title if title is not None else TRAILER.sub("", text)
     detail = text[len(title):] if text.startswith(title) else ""
-    line = f'- "{sanitise(natural_title(title), MAX_TITLE_CHARS)}"'
-    detail = sanitise(detail, MAX_DETAIL_CHARS)
+    year, _, genres = detail.partition("|")
+    detail = sanitise(f"{year} {', '.join(genres.split(', ')[:MAX_GENRES])}", MAX_DETAIL_CHARS)
+    line = f'"{sanitise(natural_title(title), MAX_TITLE_CHARS)}"'
     return f"{line} {detail}" if detail else line
+
+
+def answer_title(title):
+    """How an item's title is written in an answer (and in the trie the LLM decodes in): as the prompt shows it."""
+    return sanitise(natural_title(title), MAX_TITLE_CHARS) if title else ""
 
 
 def clean_candidate(text):
@@ -70,9 +79,22 @@ class PromptBook:
         request = self._user([item_line(text, title) for text, title in items], n_future, n_similar, n_negative)
         return [{"role": "system", "content": self.system}, *self.shots, {"role": "user", "content": request}]
 
-    def shaper(self, tokenizer, limits):
-        """A logits processor keeping each row's answer in the labelled-lines shape (see AnswerShaper)."""
-        return AnswerShaper(tokenizer, [f"\n{label}:" for label in list(self.labels)[1:]], limits)
+    def split(self, render):
+        """The rendered conversation cut where the history goes: (shared prefix text, a function that renders
+        the rest for one request). ``render``: chat messages -> prompt text (the LLM's chat template). The prefix
+        (system, few-shot example, the request's opening words) is the same for every client: it is encoded once."""
+        marker = "\x00HISTORY\x00"
+        text = render([{"role": "system", "content": self.system}, *self.shots,
+                       {"role": "user", "content": self.user.replace("{history}", marker)}])
+        prefix = text[: text.index(marker)]
+
+        def rest(items, n_future, n_similar, n_negative):
+            full = render(self.messages(items, n_future, n_similar, n_negative)) + self.prefix
+            if not full.startswith(prefix):
+                raise LumosError("the prompt's user template must start its per-client part with {history}")
+            return full[len(prefix):]
+
+        return prefix, rest
 
     def parse(self, answer):
         """LLM answer -> {view: [candidate titles]} for each labelled line found (a missing view is absent)."""
@@ -86,46 +108,3 @@ class PromptBook:
             if view is not None:
                 found[view] += [c for c in map(clean_candidate, line.split(";")) if c]
         return found
-
-
-class AnswerShaper(LogitsProcessor):
-    """Forces the answer's structure on a small LLM, row by row: once a section has its items (";"-separated),
-    ends its line, or rambles, the next label is written for the model; after the last section, end of text.
-    The model starts after the first label (PromptBook.prefix); EOS is banned until the last section."""
-
-    def __init__(self, tokenizer, labels, limits):
-        """labels: the text opening each later section; limits: per row, the item count of every section."""
-        self.tokenizer, self.limits, self.eos = tokenizer, limits, tokenizer.eos_token_id
-        self.labels = [tokenizer.encode(label, add_special_tokens=False) for label in labels] + [[self.eos]]
-        self.text_of = {}
-        self.rows = None  # per row: section, items and tokens so far in it, tokens still to force
-
-    def _text(self, token):
-        if token not in self.text_of:
-            self.text_of[token] = self.tokenizer.decode([token])
-        return self.text_of[token]
-
-    def __call__(self, input_ids, scores):
-        if self.rows is None:  # first step: the last token is the prompt's
-            self.rows = [{"section": 0, "items": 0, "length": 0, "forced": [], "echo": 0} for _ in input_ids]
-        else:
-            for index, (row, token) in enumerate(zip(self.rows, input_ids[:, -1].tolist())):
-                if row["echo"]:  # a token we forced: not the model's words
-                    row["echo"] -= 1
-                    continue
-                if row["section"] >= len(self.labels):
-                    continue
-                text, limit = self._text(token), self.limits[index][row["section"]]
-                row["items"] += text.count(";")
-                row["length"] += 1
-                if "\n" in text or row["items"] >= limit or row["length"] >= TOKENS_PER_ITEM * limit:
-                    forced = list(self.labels[row["section"]])
-                    row.update(section=row["section"] + 1, items=0, length=0, forced=forced, echo=len(forced))
-        for index, row in enumerate(self.rows):
-            if row["forced"]:
-                token = row["forced"].pop(0)
-                scores[index] = -torch.inf
-                scores[index, token] = 0.0
-            elif row["section"] < len(self.labels) - 1:
-                scores[index, self.eos] = -torch.inf
-        return scores

@@ -1,5 +1,6 @@
 """Random views, CL4SRec-style: F = a crop of the history, P = the history masked (items replaced by random
-ones) or with a stretch reordered, N = random catalogue items. The baseline the LLM views must beat."""
+ones) or with a stretch reordered, N = random catalogue items. The baseline the LLM views must beat. The
+federated trainer draws them afresh for each round's clients (``round``), as CL4SRec draws them per step."""
 import numpy as np
 
 from recbole_lumos.augment.base import ClientViews, ViewBuilder
@@ -12,8 +13,12 @@ class RandomViewBuilder(ViewBuilder):
         self.num_items, self.seed = num_items, seed
         self.crop_ratio, self.mask_ratio, self.reorder_ratio = crop_ratio, mask_ratio, reorder_ratio
 
-    def build(self, histories):
-        return {user: self._views(np.asarray(items), np.random.default_rng([self.seed, int(user)])) for user, items in histories.items()}
+    def build(self, histories, round=0):
+        """Views seeded by (seed, round, user): redrawn each round, the same again for a resumed run."""
+        return {
+            user: self._views(np.asarray(items), np.random.default_rng([self.seed, round, int(user)]))
+            for user, items in histories.items()
+        }
 
     def _views(self, items, rng):
         n = len(items)

@@ -1,9 +1,9 @@
 """Augmentation settings: a key from the run's config, else its default from properties/augment.yaml."""
-from pathlib import Path
-
 import yaml
 
-DEFAULTS = yaml.safe_load((Path(__file__).resolve().parents[2] / "properties" / "augment.yaml").read_text())
+from recbole_lumos.paths import PROPERTIES
+
+DEFAULTS = yaml.safe_load((PROPERTIES / "augment.yaml").read_text())
 
 
 def setting(config, key):

@@ -1,43 +1,19 @@
-"""RecBole atomic files: staged (all-or-nothing) writing, validation, and the dataset entry point for the CLI."""
+"""RecBole atomic files: validation, and the dataset entry point for the CLI (converters write via staging.py)."""
 import glob
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 
+from recbole_lumos.data.lcrec import convert_lcrec, find_lcrec_files
+from recbole_lumos.data.movielens import prepare_ml1m
+from recbole_lumos.data.sequence_format import convert_sequence_file
+from recbole_lumos.data.staging import staged_output  # noqa: F401  (re-exported: converters write through it)
 from recbole_lumos.errors import LumosError
+from recbole_lumos.paths import IMPORT_ROOT
 
 FIELD_TYPES = {"token", "token_seq", "float", "float_seq"}
 BUILT_IN = ("ml-100k", "ml-1m")
 # Source files of a dataset are looked for in <data_path>/<name>/, then in <RAW_DATA_PATH>/<name>/: the shared
 # folder beside the checkout (../shared/datasets), where amazon-office and amazon-beauty-text lie on these machines.
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RAW_DATA_PATH = os.path.join(os.path.dirname(REPO), "shared", "datasets")
-
-
-def field_text(text):
-    """Text as one field of an atomic file: whitespace runs (tabs, line breaks) become one space, and a value that
-    starts with a double quote is quoted CSV-style, as RecBole's reader (pandas' read_csv) expects."""
-    text = " ".join(text.split())
-    return '"' + text.replace('"', '""') + '"' if text.startswith('"') else text
-
-
-@contextmanager
-def staged_output(folder):
-    """Yield a temp folder next to `folder`; its files move into `folder` only if the block succeeds.
-
-    Sub-folders of the temp folder are scratch space and are discarded. The `.inter` file moves last,
-    so its presence means the conversion finished.
-    """
-    os.makedirs(folder, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}-partial-", dir=os.path.dirname(folder) or ".")
-    try:
-        yield tmp
-        for name in sorted(os.listdir(tmp), key=lambda n: n.endswith(".inter")):
-            if os.path.isfile(os.path.join(tmp, name)):
-                os.replace(os.path.join(tmp, name), os.path.join(folder, name))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+RAW_DATA_PATH = str(IMPORT_ROOT.parent / "shared" / "datasets")
 
 
 def _parse_header(path, header):
@@ -69,6 +45,7 @@ def _validate_file(path):
             fields = _parse_header(path, f.readline().rstrip("\n"))
             n = len(fields)
             float_cols = [i for i, field in enumerate(fields) if field.endswith(":float")]
+            lineno = 1
             for lineno, line in enumerate(f, 2):
                 cols = line.rstrip("\n").split("\t")
                 if len(cols) != n:
@@ -84,6 +61,8 @@ def _validate_file(path):
                         )
         except UnicodeDecodeError:
             raise LumosError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
+    if lineno == 1:  # RecBole would fail much later with "Some feat is empty"
+        raise LumosError(f"{path} has a header and no rows: add its data, or remove the file")
 
 
 def validate_atomic_files(data_path, name):
@@ -96,9 +75,6 @@ def validate_atomic_files(data_path, name):
 
 def ensure_dataset(name, data_path, show_progress=True, raw_data_path=RAW_DATA_PATH):
     """Make data_path/name ready for RecBole: download/convert what we know how to, then validate."""
-    # imported here: these modules use staged_output from this one
-    from recbole_lumos.data.movielens import prepare_ml1m
-
     folder = os.path.join(data_path, name)
     if name == "ml-100k" and not os.path.isdir(folder):
         return  # RecBole falls back to the copy in its wheel
@@ -111,9 +87,6 @@ def ensure_dataset(name, data_path, show_progress=True, raw_data_path=RAW_DATA_P
 
 def _convert_source(name, data_path, raw_data_path):
     """Convert the first source files found in data_path/name, then raw_data_path/name, into data_path/name."""
-    from recbole_lumos.data.lcrec import convert_lcrec, find_lcrec_files
-    from recbole_lumos.data.sequence_format import convert_sequence_file
-
     folders = [os.path.join(data_path, name)] + ([os.path.join(raw_data_path, name)] if raw_data_path else [])
     for source in filter(os.path.isdir, folders):
         lcrec = find_lcrec_files(source)
@@ -131,3 +104,20 @@ def _convert_source(name, data_path, raw_data_path):
         f"(a one-line-per-user .txt, or LC-Rec <Name>.inter.json + <Name>.item.json) in {' or '.join(folders)}; "
         f"built in: {', '.join(BUILT_IN)}"
     )
+
+
+def check_loaded_columns(folder, name, load_col):
+    """Every column the config loads (``load_col``) must be in its file's header; RecBole fails with a long
+    traceback otherwise. Files that do not exist (e.g. a dataset RecBole provides itself) are not checked."""
+    for suffix, wanted in (load_col or {}).items():
+        path = os.path.join(folder, f"{name}.{suffix}")
+        if not wanted or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            present = [field.partition(":")[0] for field in f.readline().rstrip("\n").split("\t")]
+        missing = [column for column in wanted if column not in present]
+        if missing:
+            raise LumosError(
+                f"{path} has no column {', '.join(missing)} (its header: {', '.join(present)}), which load_col.{suffix} "
+                f"loads: add the column, or set load_col without it (e.g. --load_col=\"{{'{suffix}': {[c for c in wanted if c in present]}}}\")"
+            )

@@ -11,7 +11,7 @@ import html
 import json
 import os
 
-from recbole_lumos.data.atomic import field_text, staged_output
+from recbole_lumos.data.staging import field_text, staged_output
 from recbole_lumos.errors import LumosError
 
 INTER_SUFFIX, ITEM_SUFFIX = ".inter.json", ".item.json"

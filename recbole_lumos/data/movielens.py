@@ -11,7 +11,7 @@ import zipfile
 
 from tqdm import tqdm
 
-from recbole_lumos.data.atomic import field_text, staged_output
+from recbole_lumos.data.staging import field_text, staged_output
 from recbole_lumos.errors import LumosError
 
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"

@@ -1,7 +1,7 @@
 """The common one-line-per-user sequence format (`user item item ...`, oldest first) as a RecBole .inter file."""
 import os
 
-from recbole_lumos.data.atomic import staged_output
+from recbole_lumos.data.staging import staged_output
 from recbole_lumos.errors import LumosError
 
 

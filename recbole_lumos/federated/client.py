@@ -1,10 +1,12 @@
-"""The client side of a round: local training of a cohort of clients at once.
+"""The client side of a round: each client's data and views, its private parameters, its negatives, its local
+training. Nothing here chooses clients or combines updates (``server.py`` does).
 
 Every client starts from the shared parameters the server sent and its own private parameters, trains
-``local_epochs`` full-batch steps on its own data, and hands over the update of the SHARED parameters only;
-its private parameters go back to its own store (the trainer's ``private_bank``), never to the server.
+``local_epochs`` full-batch steps of the model's ``client_loss`` on its own data, and hands over the update of
+the SHARED parameters only; its private parameters (``PRIVATE_PREFIXES``: the projection head) go back to its
+own row of the private bank, never to the server.
 
-Two exact ways to simulate a cohort:
+Two exact ways to simulate a cohort of clients (``CohortTrainer``):
   * ``local_update``: every client's own delta, from per-client parameters under ``torch.func.vmap``; any
     number of local steps, SGD or Adam, any aggregation rule. Costs one gradient copy per client.
   * ``summed_update``: with ONE local SGD step and a linear rule (FedAvg), the server only ever needs
@@ -14,11 +16,32 @@ Two exact ways to simulate a cohort:
 """
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from recbole.utils import set_color
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from recbole_lumos.augment import create_view_builder
+from recbole_lumos.data.partition import dominant_labels, partition_clients
 from recbole_lumos.errors import LumosError
+from recbole_lumos.federated.client_data import ClientData
+from recbole_lumos.model.sequences import random_negatives
+
+PRIVATE_PREFIXES = ("projection.",)  # kept on each client, never sent to the server
+
+
+def is_private(name):
+    return name.startswith(PRIVATE_PREFIXES)
+
+
+def shared_parameters(model):
+    return {n: p for n, p in model.named_parameters() if not is_private(n)}
+
+
+def chunks(values, size):
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 @dataclass
@@ -45,13 +68,32 @@ def _strip(params):
     return {k[len("model.") :]: v for k, v in params.items()}
 
 
+def cohort_objective(model, batch, heads, client_weight):
+    """sum_c w_c * L_c over the clients of a flattened cohort batch, each anchor (and its views and negatives)
+    projected by its own client's head. heads {name: [U, ...]}: each anchor's client's head parameters. With
+    w_c = the client's target count, the w_c-weighted mean next-item losses add up to the plain sum over all
+    targets. Returns (objective, mean rec, mean tri)."""
+    rec_sum = model.next_item_loss(batch["windows"], reduction="sum")
+    rec_mean = rec_sum.detach() / (batch["windows"][:, 1:] > 0).sum().clamp(min=1)
+    if not model.uses_views:
+        return rec_sum, rec_mean, torch.zeros_like(rec_mean)
+    anchor, negatives, owner = batch["anchor"], batch["negatives"], batch["owner"]
+    U, K = negatives.shape[:2]
+    hidden = model.last_states(model.stack_sequences(anchor, batch["views"], negatives))
+    rows = torch.cat([torch.arange(U), torch.arange(U).repeat_interleave(3), torch.arange(U).repeat_interleave(K)])
+    row_heads = {name: value[rows.to(value.device)] for name, value in heads.items()}
+    project = vmap(lambda params, h: functional_call(model.projection, params, (h,)))
+    tri = model.tri_view_loss_of_states(F.normalize(project(row_heads, hidden), dim=-1), anchor, K)
+    users = torch.bincount(owner, minlength=len(client_weight)).to(client_weight.dtype)
+    objective = rec_sum + model.tri_weight * (tri * (client_weight / users)[owner]).sum()
+    return objective, rec_mean, tri.detach().mean()
+
+
 class CohortTrainer:
+    """Local training of a cohort of clients at once (the math; ``Clients`` feeds it)."""
+
     def __init__(self, model, local_epochs, learner, learning_rate):
-        if learner not in ("sgd", "adam"):
-            raise LumosError(f"local_learner must be 'sgd' or 'adam', got {learner!r}")
-        if local_epochs < 1 or learning_rate <= 0:
-            raise LumosError(f"local_epochs must be >= 1 and local_learning_rate > 0, got {local_epochs}, {learning_rate}")
-        self.wrapper = _ClientLoss(model)
+        self.model, self.wrapper = model, _ClientLoss(model)
         self.buffers = {f"model.{k}": v for k, v in model.named_buffers()}
         self.local_epochs, self.learner, self.lr = local_epochs, learner, learning_rate
 
@@ -91,14 +133,14 @@ class CohortTrainer:
     def summed_update(self, private, batch, num_samples):
         """One local SGD step for a cohort, handed over as the sample-weighted mean of the clients' deltas.
 
-        batch is the cohort flattened (``ClientData.batch_of_users``, with ``owner``: each anchor's client);
+        batch is the cohort flattened (``ClientData.batch_of_users``, with ``owner``: each anchor's client). It
+        reads the shared parameters from the live model, which holds exactly what the server sent this round;
         no per-client copy of anything shared is made: it costs what a centralised step on the same data costs.
         """
-        model = self.wrapper.model
-        shared = {n: p for n, p in model.named_parameters() if not model.is_private(n)}
+        shared = shared_parameters(self.model)
         heads = {n: v.detach().clone().requires_grad_() for n, v in private.items()}  # [C, ...] per client
         anchor_heads = {n.split(".", 1)[1]: v[batch["owner"]] for n, v in heads.items()}
-        objective, rec, tri = model.cohort_objective(batch, anchor_heads, num_samples)
+        objective, rec, tri = cohort_objective(self.model, batch, anchor_heads, num_samples)
         leaves = list(shared.values()) + list(heads.values())
         grads = torch.autograd.grad(objective, leaves, allow_unused=True)
         total = num_samples.sum()
@@ -123,3 +165,81 @@ class CohortTrainer:
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             change[k] = -self.lr * (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + eps)
         return change
+
+
+class Clients:
+    """The simulated client population: who holds which users (partition), each client's data and views, the
+    private bank (one row of private parameters per client), negatives, and local training."""
+
+    def __init__(self, config, model, train_dataset, logger):
+        self.config, self.model, self.device = config, model, config["device"]
+        histories = train_dataset.client_histories()
+        users = np.array(sorted(histories))
+        labels = None
+        if config["client_partition"] == "dirichlet":
+            field = config["dirichlet_field"] or config["item_genre_field"]
+            if field not in train_dataset.item_feat.columns:
+                raise LumosError(f"dirichlet_field '{field}' is not an item feature: add it to load_col.item")
+            labels = dominant_labels(histories, users, train_dataset.item_feat[field].numpy())
+        clients = partition_clients(
+            users, config["num_clients"], config["client_partition"], config["dirichlet_alpha"], labels, config["seed"]
+        )
+        self.views, views = None, None
+        if model.uses_views:
+            self.views = create_view_builder(config, train_dataset)
+            # random views are redrawn every round (CL4SRec draws them afresh); generated ones are built once
+            views = None if self.redraws_views else self.views.build(histories)
+            logger.info(set_color("views", "blue") + f": {self.views.name} {self.views.stats()}")
+        logger.info(set_color("clients", "blue") + f": {len(clients)} holding {len(users)} users")
+        self.data = ClientData(histories, clients, views, config["MAX_ITEM_LIST_LENGTH"])
+        # one row per client of the parameters only the tri-view loss reads: none when the loss is off (FedSASRec),
+        # where the bank would cost clients x head size for nothing (100 MB on ml-1m, 1.7 GB for 100k clients)
+        self.private_bank = {
+            n: p.detach().unsqueeze(0).repeat(self.data.num_clients, *[1] * p.dim())
+            for n, p in model.named_parameters()
+            if is_private(n) and model.uses_views
+        }
+        self.trainer = CohortTrainer(model, config["local_epochs"], config["local_learner"], config["local_learning_rate"])
+
+    @property
+    def num_clients(self):
+        return self.data.num_clients
+
+    @property
+    def redraws_views(self):
+        return self.views is not None and self.views.name == "random"
+
+    def redraw_views(self, client_ids, round_idx):
+        """Fresh random views for these clients' users, seeded by (view seed, round, user): a resumed run redraws
+        exactly the views it would have drawn."""
+        if self.redraws_views:
+            histories = {u: self.data.histories[u] for c in client_ids for u in self.data.clients[c]}
+            self.data.set_views(self.views.build(histories, round=round_idx))
+
+    def with_negatives(self, batch, generator):
+        """The batch on the device, with ``tri_extra_negatives`` random-item sequences per anchor."""
+        if self.model.uses_views:
+            batch["negatives"] = random_negatives(batch["anchor"], self.config["tri_extra_negatives"], self.model.n_items, generator)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def fit(self, client_ids, shared, generator, round_idx, summable):
+        """Local training of these clients from the shared parameters the server sent; yields each cohort's
+        ClientUpdate. summable: the server's rule is linear, so a cohort may hand over its weighted mean.
+        ``self.losses`` holds the mean (rec, tri) over the clients afterwards."""
+        self.redraw_views(client_ids, round_idx)
+        summed = summable and self.config["sum_cohort_updates"] and self.trainer.can_sum
+        losses = []
+        for cohort in chunks(self.data.order_by_size(client_ids), self.config["cohort_size"]):
+            private = {k: bank[cohort] for k, bank in self.private_bank.items()}
+            weights = self.data.num_samples[cohort].to(self.device)
+            if summed:
+                batch = self.with_negatives(self.data.batch_of_users(cohort), generator)
+                update, private, loss = self.trainer.summed_update(private, batch, weights)
+            else:
+                batch = self.with_negatives(self.data.cohort(cohort), generator)
+                update, private, loss = self.trainer.local_update(shared, private, batch, weights)
+            for k, value in private.items():  # stays on the client side
+                self.private_bank[k][cohort] = value
+            losses.append(loss * len(cohort))
+            yield update
+        self.losses = (torch.stack(losses).sum(0) / len(client_ids)).tolist()

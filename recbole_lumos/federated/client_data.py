@@ -7,13 +7,7 @@ Row 0 of every table is all padding: cohorts pad their clients to the same numbe
 import numpy as np
 import torch
 
-
-def right_pad(sequences, width):
-    out = np.zeros((len(sequences), width), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        seq = np.asarray(seq, dtype=np.int64)[-width:]
-        out[row, : len(seq)] = seq
-    return out
+from recbole_lumos.model.sequences import right_pad
 
 
 def windows_of(history, max_len):
@@ -34,13 +28,21 @@ class ClientData:
             windows.extend(own)
         self.windows = torch.from_numpy(np.stack(windows))
         self.anchor = torch.from_numpy(right_pad([[]] + [histories[u] for u in users], max_len))
-        view_rows = [[[], [], []]] + [
-            [views[u].future, views[u].rephrase, views[u].counterfactual] if views else [[], [], []] for u in users
-        ]
-        self.views = torch.from_numpy(right_pad([v for row in view_rows for v in row], max_len)).view(-1, 3, max_len)
+        self.max_len, self.user_row = max_len, user_row
+        self.views = torch.zeros(len(users) + 1, 3, max_len, dtype=torch.long)
+        if views:
+            self.set_views(views)
+        self.histories, self.clients = histories, clients  # user ids per client
         self.client_users = [np.array([user_row[u] for u in client]) for client in clients]
         self.client_windows = [np.concatenate([user_windows[u] for u in client]) for client in clients]
         self.num_samples = torch.tensor([float((self.windows[w, 1:] > 0).sum()) for w in self.client_windows])
+
+    def set_views(self, views):
+        """Replace the views of these users ({user: ClientViews}); the others keep theirs."""
+        users = list(views)
+        rows = [[views[u].future, views[u].rephrase, views[u].counterfactual] for u in users]
+        padded = torch.from_numpy(right_pad([v for row in rows for v in row], self.max_len)).view(-1, 3, self.max_len)
+        self.views[[self.user_row[u] for u in users]] = padded
 
     @property
     def num_clients(self):
@@ -69,10 +71,3 @@ class ClientData:
     def order_by_size(self, client_ids):
         """Clients sorted by window count, so each cohort pads little."""
         return sorted(client_ids, key=lambda c: (len(self.client_windows[c]), len(self.client_users[c])))
-
-
-def random_negatives(anchor, num_negatives, num_items, generator):
-    """[..., U, K, L] random catalogue items shaped like each anchor: negatives drawn on the client itself."""
-    shape = anchor.shape[:-1] + (num_negatives, anchor.shape[-1])
-    items = torch.randint(1, num_items, shape, generator=generator)
-    return items * (anchor > 0).unsqueeze(-2)

@@ -1,9 +1,10 @@
-"""The server side of a round: sample clients, send the shared parameters, aggregate, apply.
+"""The server side of a round: sample clients, send the shared parameters, aggregate their updates, apply.
 
 The server only ever holds the shared parameters and receives ``ClientUpdate``s (shared-parameter deltas and
 sample counts). Applying the aggregated delta goes through an ordinary torch optimizer over the shared
 parameters, with the negated delta as the gradient: ``learner: sgd`` with ``learning_rate: 1`` is plain FedAvg,
 ``learner: adam`` is FedAdam (Reddi et al., 2021), RecBole's own ``learner``/``learning_rate`` keys.
+A robust aggregator is a new rule in ``aggregators.py``; a defence that screens updates goes in ``receive``.
 """
 import torch
 
@@ -14,6 +15,7 @@ class Server:
         self.aggregator, self.optimizer = aggregator, optimizer
         self.num_clients = num_clients
         self.per_round = max(1, round(client_fraction * num_clients))
+        self.bytes_down = self.bytes_up = 0
 
     def sample_clients(self, generator):
         return torch.randperm(self.num_clients, generator=generator)[: self.per_round].tolist()
@@ -25,15 +27,24 @@ class Server:
     def payload_bytes(self):
         return sum(p.numel() * p.element_size() for p in self.params.values())
 
-    def start_round(self):
-        self.aggregator.start()
-
     def receive(self, update):
         self.aggregator.add(update.deltas, update.num_samples)
 
-    def finish_round(self):
-        delta = self.aggregator.result()
+    def apply(self, delta):
+        """One server-optimizer step along the aggregated delta."""
         self.optimizer.zero_grad(set_to_none=True)
         for name, p in self.params.items():
             p.grad = -delta[name]
         self.optimizer.step()
+
+    def run_round(self, clients, generator, round_idx):
+        """One round: sample, broadcast, let the clients train, aggregate, apply. Returns the sampled clients."""
+        sampled = self.sample_clients(generator)
+        sent = self.broadcast()
+        self.aggregator.start()
+        for update in clients.fit(sampled, sent, generator, round_idx, summable=self.aggregator.linear):
+            self.receive(update)
+        self.apply(self.aggregator.result())
+        self.bytes_down += len(sampled) * self.payload_bytes()
+        self.bytes_up += len(sampled) * self.payload_bytes()
+        return sampled

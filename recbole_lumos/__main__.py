@@ -1,0 +1,6 @@
+"""``python -m recbole_lumos --model=...``: the CLI (benchmark workers start runs this way)."""
+import sys
+
+from recbole_lumos.cli import main
+
+sys.exit(main())
