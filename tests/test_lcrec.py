@@ -16,6 +16,7 @@ from recbole_lumos.data.atomic import RAW_DATA_PATH, ensure_dataset
 from recbole_lumos.data.lcrec import convert_lcrec
 from recbole_lumos.errors import LumosError
 from recbole_lumos.quick_start import PROPERTIES, build_config
+from tests.test_datasets import assert_no_output, read_rows
 
 HISTORIES = {"u1": [0, 1, 2], "u2": [2, 0, 3, 1], "u3": ["3", "1", 4]}  # real files use integer ids; strings work too
 ITEMS = {
@@ -27,11 +28,6 @@ ITEMS = {
     "3": {"title": "Stapler", "brand": None, "categories": "Office & School Supplies"},
     "4": {"title": "&quot;No Mess&quot; Tape", "categories": "Office & School Supplies"},  # pandas reads quotes
 }  # fmt: skip
-
-
-def read_rows(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n").split("\t") for line in f]
 
 
 def write_lcrec(folder, histories=HISTORIES, items=ITEMS, stem="Office"):
@@ -125,8 +121,7 @@ def test_malformed_files(tmp_path, histories, items, expected):
     with pytest.raises(LumosError, match=expected) as err:
         ensure_dataset("shop", str(tmp_path / "data"), raw_data_path=None)
     assert "\n" not in str(err.value)
-    assert not list((tmp_path / "data").rglob("shop.inter"))  # nothing half-written
-    assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]
+    assert_no_output(tmp_path / "data")
 
 
 def test_two_lcrec_datasets_in_one_folder(tmp_path):

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from recbole.data import create_dataset
 
-from recbole_lumos.data.atomic import RAW_DATA_PATH
 from recbole_lumos.quick_start import build_config
+from tests.test_datasets import ML1M_META as META
+from tests.test_datasets import needs_ml1m_meta
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "make_ml1m_standin.py"
-META = Path(RAW_DATA_PATH) / "ml-1m-meta"
-pytestmark = pytest.mark.skipif(not (META / "movies.dat").is_file(), reason=f"ml-1m metadata not found at {META}")
+pytestmark = needs_ml1m_meta
 USERS = 30
 RATINGS = round(USERS * 1_000_209 / 6040)  # ml-1m's mean per user, the script's default
 
