@@ -43,6 +43,11 @@ setup(
         "gguf>=0.10",
         "sentence-transformers>=3",
         "matplotlib>=3.8",
+        # DP-FedAvg's epsilon comes from a maintained accountant (RDP of the subsampled Gaussian), never from a
+        # formula of ours. Opacus over Google's dp-accounting: that one pins attrs<24 (below what jsonschema,
+        # under Ray, installs) and adds dm-tree; Opacus adds only opt-einsum to the torch we have. Major pinned:
+        # the accountant's history format (noise multiplier, sample rate, steps) is Opacus 1.x API.
+        "opacus>=1.5,<2",
     ],
     extras_require={"test": ["pytest>=8"]},
 )

@@ -4,6 +4,7 @@ hold (share chosen by the LLM, distinct items, where each view's items reach the
     python benchmarks/bench_views.py                          # all ml-100k users, default settings (llm_dtype auto)
     python benchmarks/bench_views.py --users=128 --dtype=float32 --int8=True
     python benchmarks/bench_views.py --users=64 --workers=2   # Ray fan-out, 2 workers
+    python benchmarks/bench_views.py --users=64 --threads=1   # torch threads (default: torch's, = cores)
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_views.py   # as on an AVX2-only CPU
 
 Any other --key=value is a config key (e.g. --llm_complete_titles=False). Histories are the users' training items
@@ -33,7 +34,7 @@ from recbole_lumos.federated.client_data import ClientData  # noqa: E402
 from recbole_lumos.quick_start import build_config  # noqa: E402
 
 OWN_FLAGS = {"users": 943, "dataset": "ml-100k", "show_users": 3, "dtype": None, "int8": None, "workers": None,
-             "batch_size": None, "ceiling": True}
+             "batch_size": None, "ceiling": True, "threads": None}
 
 
 def machine():
@@ -85,6 +86,8 @@ def main(argv):
         if own[key] is not None:
             settings[f"llm_{key}"] = own[key]
     own["ceiling"] = str(own["ceiling"]).lower() not in ("false", "0")
+    if own["threads"]:
+        torch.set_num_threads(int(own["threads"]))
     from recbole.config.configurator import Config
 
     overrides = Config._convert_config_dict(None, settings)

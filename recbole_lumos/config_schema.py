@@ -19,6 +19,7 @@ from recbole_lumos import paths
 from recbole_lumos.augment import VIEW_KINDS
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import AGGREGATORS
+from recbole_lumos.federated.attacks import ATTACKS
 from recbole_lumos.model.lumos import VIEW_NAMES
 
 # set by RecBole itself, or read by the CLI's modes, rather than written in any yaml
@@ -87,6 +88,20 @@ RULES = {
     "sum_cohort_updates": FLAG,
     "cohort_size": at_least(1),
     "checkpoint_step": at_least(1, optional=True),
+    # robust aggregation, DP-FedAvg, noisy and malicious clients
+    "trim_ratio": Rule(float, lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+    "krum_byzantine": at_least(0),
+    "krum_selected": at_least(1),
+    "clip_norm": positive(),
+    "dp_noise_multiplier": positive(),
+    "dp_delta": Rule(float, lambda v: 0 < v < 1, "in (0, 1)", optional=True),
+    "noise_ratio": between(0, 1),
+    "attack": choice(*ATTACKS),
+    "attack_fraction": at_least(0, float),
+    "attack_target": Rule(list, lambda v: len(v) > 0, "a non-empty list of item ids", optional=True),
+    "attack_mode": choice("data", "model"),
+    "attack_boost": positive(),
+    "report_exposure": FLAG,
     # view generation (augment.yaml)
     "views_fallback": FLAG,
     "view_seed": at_least(0, optional=True),
@@ -165,6 +180,10 @@ def validate(config):
             problem = rule.problem(config[key])
             if problem:
                 raise LumosError(f"{key} {problem}, got {config[key]!r}: fix --{key}=...")
+    if "aggregator" in config and config["aggregator"] != "fedavg" and not config["federated"]:
+        raise LumosError(f"aggregator {config['aggregator']} needs federated: True (a central run aggregates nothing)")
+    if "attack_mode" in config and config["attack"] != "none" and config["attack_mode"] == "model" and not config["federated"]:
+        raise LumosError("attack_mode model sends crafted updates to a server: it needs federated: True (or attack_mode data)")
     if "tri_weight" in config and config["tri_weight"] > 0:
         views = config["tri_views"] or []
         if not {"future", "rephrase"} & set(views):

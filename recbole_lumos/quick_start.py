@@ -23,8 +23,8 @@ from recbole_lumos.data.atomic import check_loaded_columns, ensure_dataset
 from recbole_lumos.errors import LumosError
 
 PROPERTIES = str(paths.PROPERTIES)
-REPORTED_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
-PRINTED_NAMES = {"hit": "HR", "ndcg": "NDCG"}
+REPORTED_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20", "er@10", "er@20")  # ER: under an attack only
+PRINTED_NAMES = {"hit": "HR", "ndcg": "NDCG", "er": "ER"}
 
 
 def default_config_files(model_name, dataset_name):
@@ -246,7 +246,14 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
                     f"{os.cpu_count()} CPUs" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "valid_curve": valid_curve,
     }
+    privacy = getattr(trainer, "privacy", lambda: None)()
+    if privacy is not None:  # DP-FedAvg: the (epsilon, delta) the run spent goes with its numbers
+        result["privacy"] = privacy
     result["result_file"] = write_result_file(config, result)
     logger.info(set_color("best valid ", "yellow") + f": {format_metrics(result['best_valid_result'])}")
     logger.info(set_color("test result", "yellow") + f": {format_metrics(result['test_result'])}")
+    if privacy is not None:
+        logger.info(set_color("privacy", "yellow") + f": epsilon {privacy['epsilon']:.4g} at delta {privacy['delta']:.3g} "
+                    f"after {privacy['rounds']} rounds (noise multiplier {privacy['noise_multiplier']}, "
+                    f"clip norm {privacy['clip_norm']}, sampling rate {privacy['sample_rate']})")
     return result

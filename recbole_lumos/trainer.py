@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import create_aggregator
+from recbole_lumos.federated.attacks import Exposure
 from recbole_lumos.federated.client import Clients, chunks, shared_parameters
 from recbole_lumos.federated.server import Server
 
@@ -120,7 +121,7 @@ class FederatedTrainer(Trainer):
         if self.federated:
             self.server.bytes_down, self.server.bytes_up = state["bytes"]
         self.time_to_best, self.elapsed_before = state["time_to_best"], state["elapsed"]
-        self.start_epoch = state["round"] + 1
+        self.start_epoch = self.rounds_run = state["round"] + 1
         self.logger.info(set_color("Resuming", "yellow") + f" from {self.resume_file} after round {state['round'] + 1}")
 
     # ----------------------------------------------------------------------------------------- fit
@@ -129,9 +130,37 @@ class FederatedTrainer(Trainer):
         config = self.config
         self.clients = Clients(config, self.model, train_dataset, self.logger)
         if self.federated:
-            aggregator = create_aggregator(config["aggregator"])
+            aggregator = create_aggregator(config)
+            if config["sum_cohort_updates"] and not aggregator.linear:
+                self.logger.info(f"aggregator {config['aggregator']} needs each client's own update: "
+                                 "clients hand over one delta each (sum_cohort_updates applies to fedavg only)")
             self.server = Server(self.shared, aggregator, self.optimizer, self.clients.num_clients, config["client_fraction"])
+        topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+        self.exposure = Exposure(self.clients.targets, topk) if self.clients.targets is not None else None
         self.time_to_best = self.elapsed_before = 0.0
+        self.rounds_run = 0
+
+    def privacy(self):
+        """What a DP-FedAvg run spent so far ({epsilon, delta, ...}); None for any other run."""
+        aggregator = self.server.aggregator if self.federated else None
+        return aggregator.privacy(self.rounds_run) if hasattr(aggregator, "privacy") else None
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if getattr(self, "exposure", None) is not None:
+            self.exposure.add(scores)
+        return interaction, scores, positive_u, positive_i
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's evaluation, plus ER@K of the attack targets (same scores, same pass) when they are set."""
+        exposure = getattr(self, "exposure", None)
+        if exposure is not None:
+            exposure.reset()
+        result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        if exposure is not None and result is not None:
+            result.update(exposure.result())
+        return result
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         config = self.config
@@ -149,6 +178,7 @@ class FederatedTrainer(Trainer):
             self.model.train()
             self._bytes_before = self._bytes()
             rec, tri = self.train_round(round_idx, generator)
+            self.rounds_run = round_idx + 1
             self._check_finite(round_idx, (rec, tri))
             self._log_tensorboard(round_idx, (rec, tri))
             rounds.set_postfix(rec=f"{rec:.3f}", tri=f"{tri:.3f}", best=f"{self.best_valid_score:.4f}")

@@ -26,7 +26,7 @@ def test_every_plugin_yaml_key_has_a_rule():
         ({"views": "telepathy"}, "views must be one of llm, embedding, random"),
         ({"local_epochs": 0}, "local_epochs must be >= 1"),
         ({"local_learner": "lion"}, "local_learner must be one of sgd, adam"),
-        ({"aggregator": "krum"}, "aggregator must be one of fedavg"),
+        ({"aggregator": "bulyan"}, "aggregator must be one of fedavg, median, trimmed_mean, krum"),
         ({"num_clients": 2.5}, "num_clients must be an integer"),
         ({"federated": "yes"}, "federated must be True or False"),
         ({"llm_dtype": "int4"}, "llm_dtype must be one of auto, float32, bfloat16, float16"),

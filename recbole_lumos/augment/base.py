@@ -22,10 +22,10 @@ class ClientViews:
 class ViewShape:
     """How many items each view changes (properties/augment.yaml's view_* keys)."""
 
-    future_items: int = 5  # items appended in F
+    future_items: int = 3  # items appended in F
     swap_ratio: float = 0.3  # share of the window's items substituted in P (at least one)
-    negative_items: int = 5  # last items replaced in N
-    window: int = 10  # most recent history items the generator looks at; P's substitutions fall among them
+    negative_items: int = 3  # last items replaced in N
+    window: int = 8  # most recent history items the generator looks at; P's substitutions fall among them
 
     def counts(self, history_length):
         """(future, similar, negative) item counts for a history of this length."""

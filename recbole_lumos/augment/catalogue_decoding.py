@@ -80,7 +80,7 @@ class _Row:
 class CatalogueDecoder:
     """Decodes the views of a batch of clients with a causal LM restricted to catalogue titles."""
 
-    def __init__(self, model, tokenizer, titles, labels, max_title_tokens=16, complete_titles=True):
+    def __init__(self, model, tokenizer, titles, labels, max_title_tokens=16, complete_titles=False):
         """titles[item]: the title the LLM writes for that item ('' = not nameable); labels: the section labels in
         answer order (e.g. NEXT, SIMILAR, UNLIKE); the first is in the prompt, the others are written for the model."""
         self.model, self.tokenizer = model, tokenizer

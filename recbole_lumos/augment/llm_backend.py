@@ -80,16 +80,25 @@ def weights_digest(model, cache_dir=None):
     return _digest(tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
-def _linear_seconds(dtype, repeats=20):
-    """Seconds per call of a Linear layer of an LLM's size on this CPU, in dtype."""
-    layer = nn.Linear(576, 1536).to(dtype)
-    x = torch.randn(64, 576, dtype=dtype)
+def _linear_seconds(dtypes, trials=5, repeats=10):
+    """{dtype: seconds per call} of a Linear layer of a small LLM's size on one core: the best of a few interleaved
+    trials. One thread: what a dtype costs is a property of the core, and a multi-threaded timing is ruined by any
+    other process on the machine (measured: 13x slower with 2 threads on a busy 2-core VM)."""
+    layers = {d: nn.Linear(576, 1536).to(d) for d in dtypes}
+    inputs = {d: torch.randn(64, 576, dtype=d) for d in dtypes}
+    best = {d: float("inf") for d in dtypes}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     with torch.no_grad():
-        layer(x)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            layer(x)
-    return (time.perf_counter() - start) / repeats
+        for _ in range(trials):
+            for d in dtypes:
+                layers[d](inputs[d])
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    layers[d](inputs[d])
+                best[d] = min(best[d], (time.perf_counter() - start) / repeats)
+    torch.set_num_threads(threads)
+    return best
 
 
 def choose_dtype(requested, device):
@@ -99,9 +108,10 @@ def choose_dtype(requested, device):
         return requested, "set by llm_dtype"
     if device.type == "cuda":
         return ("bfloat16", "GPU with bfloat16") if torch.cuda.is_bf16_supported() else ("float16", "GPU")
-    fp32, bf16 = _linear_seconds(torch.float32), _linear_seconds(torch.bfloat16)
-    why = (f"measured on this CPU ({torch.backends.cpu.get_cpu_capability()}): a linear layer takes "
-           f"{fp32 * 1e3:.2f} ms in float32, {bf16 * 1e3:.2f} ms in bfloat16")
+    timing = _linear_seconds((torch.float32, torch.bfloat16))
+    fp32, bf16 = timing[torch.float32], timing[torch.bfloat16]
+    why = (f"measured on this CPU ({torch.backends.cpu.get_cpu_capability()} kernels): a linear layer takes "
+           f"{fp32 * 1e3:.2f} ms in float32, {bf16 * 1e3:.2f} ms in bfloat16 on one core")
     return ("bfloat16" if bf16 < 0.8 * fp32 else "float32"), why
 
 

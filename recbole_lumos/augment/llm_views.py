@@ -7,6 +7,7 @@ cache keyed per client, so reruns are free, interrupted runs resume and one chan
 Batches run in this process or, with ``workers`` > 1 or a ``ray_address``, on Ray workers holding one LLM each.
 """
 import time
+from logging import getLogger
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from recbole_lumos.augment.cache import ViewCache, cache_key
 from recbole_lumos.augment.catalogue import catalogue_from_dataset
 from recbole_lumos.augment.catalogue_decoding import CatalogueDecoder
 from recbole_lumos.augment.embedding_views import client_seed, require_text, view_shape
-from recbole_lumos.augment.llm_backend import LLMBackend, weights_digest
+from recbole_lumos.augment.llm_backend import LLMBackend, choose_dtype, weights_digest
 from recbole_lumos.augment.prompts import PromptBook, answer_title
 from recbole_lumos.augment.settings import setting, view_seed
 
@@ -28,7 +29,7 @@ class LLMViewBuilder(ViewBuilder):
     name = "llm"
 
     def __init__(self, catalogue, backend_options=None, prompts=None, shape=None, batch_size=32,
-                 max_title_tokens=16, complete_titles=True, do_sample=False, temperature=0.7, lora_finetune=None,
+                 max_title_tokens=16, complete_titles=False, do_sample=False, temperature=0.7, lora_finetune=None,
                  seed=0, cache_dir=None, dataset_name="", workers=1, ray_address=None):
         """backend_options: LLMBackend's keyword arguments; lora_finetune: None or {steps, lr} to fine-tune a
         fresh LoRA on each client's own prompt first; workers/ray_address: fan batches out on Ray."""
@@ -68,7 +69,16 @@ class LLMViewBuilder(ViewBuilder):
             self._prompt = (self.backend.encode(prefix), rest)
         return self._prompt
 
+    def resolve_dtype(self):
+        """llm_dtype auto -> the dtype this machine runs fastest, decided once here: it shapes the views (the cache
+        key holds it) and every Ray worker must use the same one."""
+        if self.backend_options.get("dtype", "auto") == "auto":
+            device = torch.device(self.backend_options.get("device") or "cpu")
+            self.backend_options["dtype"], why = choose_dtype("auto", device)
+            getLogger().info(f"llm_dtype auto -> {self.backend_options['dtype']}: {why}")
+
     def cache(self):
+        self.resolve_dtype()
         settings = dict(self.backend_options, **self.decoding, shape=vars(self.shape), do_sample=self.do_sample,
                         temperature=self.temperature, lora_finetune=self.lora_finetune)
         settings.pop("device", None), settings.pop("cache_dir", None)  # where it runs does not change the views

@@ -26,6 +26,7 @@ from torch.func import functional_call, grad, vmap
 from recbole_lumos.augment import create_view_builder
 from recbole_lumos.data.partition import dominant_labels, partition_clients
 from recbole_lumos.errors import LumosError
+from recbole_lumos.federated import attacks
 from recbole_lumos.federated.client_data import ClientData
 from recbole_lumos.model.sequences import random_negatives
 
@@ -174,6 +175,8 @@ class Clients:
     def __init__(self, config, model, train_dataset, logger):
         self.config, self.model, self.device = config, model, config["device"]
         histories = train_dataset.client_histories()
+        if config["noise_ratio"] > 0:  # noisy clients: before any view is built from the histories
+            histories = attacks.add_noise(histories, config["noise_ratio"], model.n_items, config["seed"])
         users = np.array(sorted(histories))
         labels = None
         if config["client_partition"] == "dirichlet":
@@ -184,6 +187,7 @@ class Clients:
         clients = partition_clients(
             users, config["num_clients"], config["client_partition"], config["dirichlet_alpha"], labels, config["seed"]
         )
+        histories, clients = self._add_fake_clients(config, train_dataset, histories, clients, logger)
         self.views, views = None, None
         if model.uses_views:
             self.views = create_view_builder(config, train_dataset)
@@ -200,6 +204,22 @@ class Clients:
             if is_private(n) and model.uses_views
         }
         self.trainer = CohortTrainer(model, config["local_epochs"], config["local_learner"], config["local_learning_rate"])
+        self.losses = [0.0, 0.0]
+
+    def _add_fake_clients(self, config, dataset, histories, clients, logger):
+        """Malicious clients (``attack``) appended after the real ones, one fabricated user each; and the target
+        items, whose exposure (ER@K) the evaluation reports."""
+        self.fake, self.targets = set(), None
+        if config["attack"] != "none" or config["report_exposure"]:
+            self.targets = attacks.resolve_targets(config, dataset, histories, self.model.n_items)
+        if config["attack"] == "none":
+            return histories, clients
+        count = round(config["attack_fraction"] * len(clients))
+        fakes = attacks.fake_histories(config["attack"], count, self.targets, histories, self.model.n_items, config["seed"])
+        self.fake = set(range(len(clients), len(clients) + count))
+        logger.info(set_color("attack", "blue") + f": {count} fake clients ({config['attack']}, {config['attack_mode']} "
+                    f"poisoning), target items {self.targets}")
+        return {**histories, **fakes}, clients + [np.array([user]) for user in fakes]
 
     @property
     def num_clients(self):
@@ -228,6 +248,10 @@ class Clients:
         ``self.losses`` holds the mean (rec, tri) over the clients afterwards."""
         self.redraw_views(client_ids, round_idx)
         summed = summable and self.config["sum_cohort_updates"] and self.trainer.can_sum
+        crafting = [c for c in client_ids if c in self.fake] if self.config["attack_mode"] == "model" else []
+        client_ids = [c for c in client_ids if c not in crafting]
+        if crafting:  # before local training: the live model still holds exactly what the server sent
+            yield self.crafted_updates(crafting)
         losses = []
         for cohort in chunks(self.data.order_by_size(client_ids), self.config["cohort_size"]):
             private = {k: bank[cohort] for k, bank in self.private_bank.items()}
@@ -242,4 +266,14 @@ class Clients:
                 self.private_bank[k][cohort] = value
             losses.append(loss * len(cohort))
             yield update
-        self.losses = (torch.stack(losses).sum(0) / len(client_ids)).tolist()
+        if losses:  # a Poisson-sampled round may have no client: the losses of the last round stay
+            self.losses = (torch.stack(losses).sum(0) / len(client_ids)).tolist()
+
+    def crafted_updates(self, client_ids):
+        """Model poisoning: what these fake clients send, one crafted update each, computed from their own
+        fabricated histories, with the sample counts they claim."""
+        anchors = torch.cat([self.data.anchor[self.data.client_users[c]] for c in client_ids]).to(self.device)
+        scale = self.config["attack_boost"] * self.config["local_learning_rate"]
+        delta = attacks.crafted_update(self.model, shared_parameters(self.model), anchors, self.targets, scale)
+        rows = {n: d.unsqueeze(0).expand(len(client_ids), *d.shape) for n, d in delta.items()}
+        return ClientUpdate(rows, self.data.num_samples[client_ids].to(self.device))

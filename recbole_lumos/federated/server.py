@@ -5,6 +5,8 @@ sample counts). Applying the aggregated delta goes through an ordinary torch opt
 parameters, with the negated delta as the gradient: ``learner: sgd`` with ``learning_rate: 1`` is plain FedAvg,
 ``learner: adam`` is FedAdam (Reddi et al., 2021), RecBole's own ``learner``/``learning_rate`` keys.
 A robust aggregator is a new rule in ``aggregators.py``; a defence that screens updates goes in ``receive``.
+DP-FedAvg's clipping and noise are its aggregator's (a trusted server); the server then samples each client
+independently with probability ``client_fraction`` (Poisson), the sampling its privacy accounting assumes.
 """
 import torch
 
@@ -14,10 +16,14 @@ class Server:
         self.params = shared_params  # {name: nn.Parameter} of the global model
         self.aggregator, self.optimizer = aggregator, optimizer
         self.num_clients = num_clients
+        self.client_fraction = client_fraction
         self.per_round = max(1, round(client_fraction * num_clients))
         self.bytes_down = self.bytes_up = 0
+        aggregator.setup(num_clients, client_fraction, self.per_round, shared_params)
 
     def sample_clients(self, generator):
+        if self.aggregator.poisson_sampling:  # each client independently: the round size varies (may be 0)
+            return torch.nonzero(torch.rand(self.num_clients, generator=generator) < self.client_fraction).flatten().tolist()
         return torch.randperm(self.num_clients, generator=generator)[: self.per_round].tolist()
 
     def broadcast(self):

@@ -1,0 +1,18 @@
+"""The privacy a DP-FedAvg run spends, by a maintained library's accountant (never a hand-written formula).
+
+Each round is one Poisson-subsampled Gaussian mechanism on the clients: sampling rate q = client_fraction,
+noise multiplier z = noise std / clip norm. Opacus's RDP accountant (Mironov et al., 2019) composes the rounds
+and converts to (epsilon, delta).
+"""
+ACCOUNTANT = "opacus.accountants.RDPAccountant"
+
+
+def epsilon(noise_multiplier, sample_rate, rounds, delta):
+    """epsilon at ``delta`` after ``rounds`` rounds (0 rounds: nothing spent)."""
+    if rounds == 0:
+        return 0.0
+    from opacus.accountants import RDPAccountant  # imported on use: only DP runs need it
+
+    accountant = RDPAccountant()
+    accountant.history = [(noise_multiplier, sample_rate, rounds)]  # (z, q, steps): one entry per setting
+    return float(accountant.get_epsilon(delta))
