@@ -2,13 +2,18 @@
 import glob
 import os
 
+from recbole_lumos.data.lcrec import convert_lcrec, find_lcrec_files
 from recbole_lumos.data.movielens import prepare_ml1m
 from recbole_lumos.data.sequence_format import convert_sequence_file
 from recbole_lumos.data.staging import staged_output  # noqa: F401  (re-exported: converters write through it)
 from recbole_lumos.errors import LumosError
+from recbole_lumos.paths import IMPORT_ROOT
 
 FIELD_TYPES = {"token", "token_seq", "float", "float_seq"}
 BUILT_IN = ("ml-100k", "ml-1m")
+# Source files of a dataset are looked for in <data_path>/<name>/, then in <RAW_DATA_PATH>/<name>/: the shared
+# folder beside the checkout (../shared/datasets), where amazon-office and amazon-beauty-text lie on these machines.
+RAW_DATA_PATH = str(IMPORT_ROOT.parent / "shared" / "datasets")
 
 
 def _parse_header(path, header):
@@ -68,7 +73,7 @@ def validate_atomic_files(data_path, name):
             _validate_file(path)
 
 
-def ensure_dataset(name, data_path, show_progress=True):
+def ensure_dataset(name, data_path, show_progress=True, raw_data_path=RAW_DATA_PATH):
     """Make data_path/name ready for RecBole: download/convert what we know how to, then validate."""
     folder = os.path.join(data_path, name)
     if name == "ml-100k" and not os.path.isdir(folder):
@@ -76,16 +81,29 @@ def ensure_dataset(name, data_path, show_progress=True):
     if name == "ml-1m":
         prepare_ml1m(data_path, show_progress=show_progress)
     elif not os.path.isfile(os.path.join(folder, f"{name}.inter")):
-        txts = sorted(glob.glob(os.path.join(folder, "*.txt")))
-        if len(txts) > 1:
-            raise LumosError(f"Several .txt files in {folder}: keep only the one-line-per-user sequence file")
-        if not txts:
-            raise LumosError(
-                f"Unknown dataset '{name}': put RecBole atomic files at {folder}/{name}.inter "
-                f"(or a one-line-per-user .txt file there); built in: {', '.join(BUILT_IN)}"
-            )
-        convert_sequence_file(txts[0], data_path, name)
+        _convert_source(name, data_path, raw_data_path)
     validate_atomic_files(data_path, name)
+
+
+def _convert_source(name, data_path, raw_data_path):
+    """Convert the first source files found in data_path/name, then raw_data_path/name, into data_path/name."""
+    folders = [os.path.join(data_path, name)] + ([os.path.join(raw_data_path, name)] if raw_data_path else [])
+    for source in filter(os.path.isdir, folders):
+        lcrec = find_lcrec_files(source)
+        if lcrec:
+            convert_lcrec(*lcrec, data_path, name)
+            return
+        txts = sorted(glob.glob(os.path.join(glob.escape(source), "*.txt")))
+        if len(txts) > 1:
+            raise LumosError(f"Several .txt files in {source}: keep only the one-line-per-user sequence file")
+        if txts:
+            convert_sequence_file(txts[0], data_path, name)
+            return
+    raise LumosError(
+        f"Unknown dataset '{name}': put RecBole atomic files at {folders[0]}/{name}.inter, or source files "
+        f"(a one-line-per-user .txt, or LC-Rec <Name>.inter.json + <Name>.item.json) in {' or '.join(folders)}; "
+        f"built in: {', '.join(BUILT_IN)}"
+    )
 
 
 def check_loaded_columns(folder, name, load_col):

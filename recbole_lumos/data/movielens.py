@@ -11,7 +11,7 @@ import zipfile
 
 from tqdm import tqdm
 
-from recbole_lumos.data.staging import staged_output
+from recbole_lumos.data.staging import field_text, staged_output
 from recbole_lumos.errors import LumosError
 
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
@@ -91,11 +91,6 @@ def _read_dat(path, n_fields):
             yield fields
 
 
-def _clean(text):
-    """Tabs and line breaks would break the tab-separated atomic file."""
-    return " ".join(text.split())
-
-
 def _convert(raw, out):
     with open(os.path.join(out, "ml-1m.inter"), "w", encoding="utf-8") as f:
         f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
@@ -106,7 +101,7 @@ def _convert(raw, out):
         for item, title, genres in _read_dat(os.path.join(raw, "movies.dat"), 3):
             match = TITLE_YEAR.match(title)
             title, year = (match.group(1), match.group(2)) if match else (title, "")
-            f.write(f"{item}\t{_clean(title)}\t{year}\t{_clean(genres.replace('|', ' '))}\n")
+            f.write(f"{item}\t{field_text(title)}\t{year}\t{field_text(genres.replace('|', ' '))}\n")
     with open(os.path.join(out, "ml-1m.user"), "w", encoding="utf-8") as f:
         f.write("user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n")
         for user, gender, age, occupation, zip_code in _read_dat(os.path.join(raw, "users.dat"), 5):

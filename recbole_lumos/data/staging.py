@@ -1,4 +1,5 @@
-"""All-or-nothing writing of converted dataset files (every converter writes through it)."""
+"""Writing converted dataset files: all-or-nothing (every converter writes through staged_output), one clean field
+at a time (field_text)."""
 import os
 import shutil
 import tempfile
@@ -21,3 +22,10 @@ def staged_output(folder):
                 os.replace(os.path.join(tmp, name), os.path.join(folder, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def field_text(text):
+    """Text as one field of an atomic file: whitespace runs (tabs, line breaks) become one space, and a value that
+    starts with a double quote is quoted CSV-style, as RecBole's reader (pandas' read_csv) expects."""
+    text = " ".join(text.split())
+    return '"' + text.replace('"', '""') + '"' if text.startswith('"') else text
