@@ -136,18 +136,24 @@ def test_product_prompt_of_the_dataset_yaml():
     for name in ("amazon-office", "amazon-beauty-text"):
         spec = yaml.safe_load((Path(PROPERTIES) / "dataset" / f"{name}.yaml").read_text())
         assert spec["llm_prompts"] == "prompts/products.yaml"
-    book = PromptBook(Path(PROPERTIES) / "prompts" / "products.yaml")
+    book = PromptBook("prompts/products.yaml")  # resolved against properties/, as the dataset yaml gives it
     views = PromptBook()
     assert book.labels == views.labels
     assert {k: len(v) for k, v in book.parse(yaml.safe_load(book.text)["examples"][0]["answer"]).items()} == {
-        "future": 5, "rephrase": 3, "counterfactual": 5}
-    request = book.messages([("AT&T Corded Phone | Office Electronics", "AT&T Corded Phone")], 5, 3, 4)[-1]
-    assert "Products bought" in request["content"] and '"AT&T Corded Phone"' in request["content"]
-    assert "UNLIKE: 4 products" in request["content"]
+        "future": 3, "rephrase": 2, "counterfactual": 3}
+    request = book.messages([("AT&T Corded Phone | Office Electronics", "AT&T Corded Phone")], 3, 2, 3)[-1]
+    assert "Products bought" in request["content"] and '"AT&T Corded Phone" Office Electronics' in request["content"]
     prefix, rest = book.split(lambda messages: "\n".join(m["content"] for m in messages))  # shared-prefix cache
     assert prefix.endswith("Products bought, oldest first:\n")
-    part = rest([("Stapler | Office", "Stapler")], 5, 3, 4)  # the per-client part: history, request, first label
-    assert "Stapler" in part and part.endswith("UNLIKE: 4 products they would not want.NEXT:")
+    part = rest([("Stapler | Office", "Stapler")], 3, 2, 3)  # the per-client part: history, the first label
+    assert part == '"Stapler" Office' + "NEXT:"
+
+
+def test_missing_prompt_file_is_an_error_not_a_fallback():
+    from recbole_lumos.augment import create_view_builder
+
+    with pytest.raises(LumosError, match="Prompt file .*nowhere.yaml does not exist"):
+        create_view_builder({"views": "llm", "llm_prompts": "prompts/nowhere.yaml", "views_fallback": True}, None)
 
 
 # ---------------------------------------------------------------- the real datasets in ../shared/datasets

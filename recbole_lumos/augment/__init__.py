@@ -18,6 +18,9 @@ def create_view_builder(config, dataset):
 
         return build_embedding_views(config, dataset)
     if kind == "llm":
+        from recbole_lumos.augment.prompts import prompt_file
+
+        prompt_file(setting(config, "llm_prompts"))  # a misspelt prompt path is an error, never a silent fallback
         try:
             from recbole_lumos.augment.llm_views import build_llm_views
 

@@ -58,9 +58,20 @@ def clean_candidate(text):
     return text[:MAX_CANDIDATE_CHARS] if re.search(r"\w", text) else ""
 
 
+def prompt_file(path=None):
+    """The prompt file: a path as given, else relative to the package's properties/ (a dataset's yaml says
+    ``llm_prompts: prompts/products.yaml``); a missing file is bad input, not a reason to fall back."""
+    path = Path(path or DEFAULT_PROMPTS)
+    if not path.is_absolute() and not path.exists():
+        path = PROPERTIES / path
+    if not path.is_file():
+        raise LumosError(f"Prompt file {path} does not exist: check llm_prompts")
+    return path
+
+
 class PromptBook:
     def __init__(self, path=None):
-        self.text = Path(path or DEFAULT_PROMPTS).read_text(encoding="utf-8")
+        self.text = prompt_file(path).read_text(encoding="utf-8")
         spec = yaml.safe_load(self.text)
         self.system, self.user, self.labels = spec["system"], spec["user"], spec["labels"]
         self.show_year = spec.get("show_year", True)
