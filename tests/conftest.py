@@ -64,6 +64,15 @@ def tiny_data(tmp_path_factory):
     return write_tiny_dataset(str(tmp_path_factory.mktemp("data")))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and suffer badly from them on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in a fresh folder: checkpoints, logs and result files land there."""

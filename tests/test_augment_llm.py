@@ -3,7 +3,6 @@ every view item is named by the LLM and reaches the tensors the losses read; the
 asks; the per-client cache (reuse, one changed client, resume, torn line); sampling; held-out items; Ray."""
 import numpy as np
 import pytest
-import torch
 from conftest import tiny_settings, write_tiny_dataset
 from conftest_tiny_llm import HISTORIES, FakeDataset, check, make_tiny_llm, tiny_catalogue
 
@@ -13,13 +12,7 @@ from recbole_lumos.augment.llm_views import LLMViewBuilder, build_llm_views
 from recbole_lumos.federated.client_data import ClientData
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A 64-wide model gains nothing from threads, and suffers badly from them on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

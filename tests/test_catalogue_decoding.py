@@ -13,12 +13,7 @@ TITLES = [""] + [answer_title(title) for title, _, _ in MOVIES]
 LABELS = ["NEXT", "SIMILAR", "UNLIKE"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -115,9 +115,8 @@ def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, e
             assert torch.allclose(got, expected, atol=1e-5), (n, client)
 
 
-def one_round_updates(data_path, in_tmp, summed=False):
-    """Train one round with every client; return the model and every update the server received."""
-    config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5, sum_cohort_updates=summed)
+def received_in_one_round(trainer, train, valid):
+    """Fit (one round) with a spy on the server: every update it received."""
     received, original_setup = [], trainer.setup
 
     def setup_with_spy(dataset):
@@ -127,7 +126,13 @@ def one_round_updates(data_path, in_tmp, summed=False):
 
     trainer.setup = setup_with_spy
     trainer.fit(train, valid, saved=False)
-    return model, received
+    return received
+
+
+def one_round_updates(data_path, in_tmp, summed=False):
+    """Train one round with every client; return the model and every update the server received."""
+    config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5, sum_cohort_updates=summed)
+    return model, received_in_one_round(trainer, train, valid)
 
 
 def test_privacy_only_shared_parameter_updates_leave_a_client(tmp_path, in_tmp):

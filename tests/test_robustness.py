@@ -14,7 +14,7 @@ from recbole_lumos.federated.client import is_private
 from recbole_lumos.federated.server import Server
 from recbole_lumos.quick_start import build_config, run
 from tests.conftest import tiny_settings
-from tests.test_federated import setup_model
+from tests.test_federated import received_in_one_round, setup_model
 
 
 def aggregate(rule, rows, weights=None, per_round=None):
@@ -104,19 +104,6 @@ def test_bad_robustness_settings_are_one_line_errors(tiny_data, in_tmp, settings
     with pytest.raises(LumosError) as error:
         build_config("LUMOS", "tiny", config_dict=tiny_settings(tiny_data, **settings))
     assert message in str(error.value) and "\n" not in str(error.value)
-
-
-def received_in_one_round(trainer, train, valid):
-    received, original_setup = [], trainer.setup
-
-    def setup_with_spy(dataset):
-        original_setup(dataset)
-        receive = trainer.server.receive
-        trainer.server.receive = lambda update: (received.append(update), receive(update))
-
-    trainer.setup = setup_with_spy
-    trainer.fit(train, valid, saved=False)
-    return received
 
 
 def test_non_linear_rule_gets_one_delta_per_client_even_with_sum_cohort_updates(tiny_data, in_tmp, caplog):
