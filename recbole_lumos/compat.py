@@ -35,6 +35,11 @@ def _restore_numpy_aliases():
     for alias, target in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
         if not hasattr(np, alias):
             setattr(np, alias, target)
+    # RecBole's metrics use np.float etc., which only Config() defines (compatibility_settings): a model reloaded
+    # with load_data_and_model (a pickled Config) and then evaluated would fail without them
+    for alias, target in (("float", float), ("int", int), ("bool", np.bool_), ("complex", complex), ("object", object)):
+        if not hasattr(np, alias):
+            setattr(np, alias, target)
 
 
 def _recbole_torch_load(original):

@@ -122,3 +122,18 @@ def test_the_patches_apply_inside_a_ray_worker():
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_1_metrics_work_in_a_process_that_never_built_a_config():
+    """A model reloaded with load_data_and_model (its Config is unpickled, never built) is then evaluated by
+    RecBole's metrics, which use np.float: the aliases must exist from import on (fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, recbole_lumos\n"
+            "from recbole.evaluator.metrics import NDCG\n"
+            "m = NDCG({'topk': [2], 'metric_decimal_place': 4})\n"
+            "print(m.metric_info(np.array([[True, False]]), np.array([1]))[0, 1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert float(out.stdout.strip()) == 1.0

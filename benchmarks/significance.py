@@ -1,0 +1,96 @@
+"""Paired significance of a benchmark: one run against every other, over test users, pooled over seeds.
+
+    python benchmarks/significance.py --runs_dir=results/benchmark/ml-100k --reference=LUMOS-llm \
+        --output=docs/benchmarks/constrained-views/ml-100k-significance.md
+
+For every finished run (``<runs_dir>/<run>/seed<seed>/``, as ``run_lumos.py --benchmark`` leaves them) it reloads
+the best model with RecBole's ``load_data_and_model``, evaluates the test users with RecBole's own evaluator and
+keeps each user's NDCG@20 and HR@20 (RecBole's ``NDCG``/``Hit`` metric_info, the numbers its averages are made of;
+cached as ``per_user_test.npz`` beside the run). Users are paired by (seed, user): the split is the same for
+every run. The test is scipy's Wilcoxon signed-rank test (users with equal values drop out, its default); the
+table gives both means, the relative difference and the p-value.
+"""
+import glob
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+warnings.filterwarnings("ignore")
+
+import recbole_lumos  # noqa: E402,F401  (patches RecBole, teaches it the plugin's models)
+from recbole.evaluator.metrics import NDCG, Hit  # noqa: E402
+from recbole.quick_start import load_data_and_model  # noqa: E402
+from recbole.utils import get_trainer  # noqa: E402
+from scipy.stats import wilcoxon  # noqa: E402
+
+METRICS = ("ndcg@20", "hit@20")
+
+
+def per_user_test(seed_folder):
+    """{metric: [users]} of the run's best model on the test users (cached beside the run)."""
+    cache = os.path.join(seed_folder, "per_user_test.npz")
+    if os.path.isfile(cache):
+        return dict(np.load(cache))
+    [model_file] = [f for f in glob.glob(os.path.join(seed_folder, "saved", "*.pth")) if ".resume." not in f]
+    sys.argv = sys.argv[:1]
+    config, model, _, _, _, test_data = load_data_and_model(model_file)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    captured, evaluate = {}, trainer.evaluator.evaluate
+
+    def keep(struct):  # the collected top-k matrix, before RecBole averages it
+        captured["struct"] = struct
+        return evaluate(struct)
+
+    trainer.evaluator.evaluate = keep
+    trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    ndcg, hit = NDCG(config), Hit(config)
+    pos_index, pos_len = ndcg.used_info(captured["struct"])
+    k = 20
+    values = {"ndcg@20": ndcg.metric_info(pos_index, pos_len)[:, k - 1], "hit@20": hit.metric_info(pos_index)[:, k - 1]}
+    np.savez(cache, **values)
+    return values
+
+
+def main(argv):
+    options = {"runs_dir": "results/benchmark/ml-100k", "reference": "LUMOS-llm", "output": ""}
+    for arg in argv:
+        key, _, value = arg.lstrip("-").partition("=")
+        if key not in options:
+            raise SystemExit(f"error: unknown option --{key}: use {', '.join('--' + k for k in options)}")
+        options[key] = value
+    runs = {}
+    for seed_folder in sorted(glob.glob(os.path.join(options["runs_dir"], "*", "seed*"))):
+        if not glob.glob(os.path.join(seed_folder, "*", "*.json")):
+            continue  # unfinished or failed
+        run, seed = seed_folder.split(os.sep)[-2:]
+        runs.setdefault(run, {})[seed] = per_user_test(seed_folder)
+    reference = options["reference"]
+    if reference not in runs:
+        raise SystemExit(f"error: no finished run '{reference}' in {options['runs_dir']}: have {', '.join(runs)}")
+    lines = [f"# {reference} against each run: paired Wilcoxon signed-rank test over test users",
+             "", f"`python benchmarks/significance.py {' '.join(argv)}` ({time.strftime('%Y-%m-%d')}). "
+             "Pairs are (seed, user) over the seeds both runs finished.", "",
+             "| run | seeds | pairs | metric | " + reference + " | run | relative difference | p |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in sorted(runs):
+        if run == reference:
+            continue
+        seeds = sorted(set(runs[run]) & set(runs[reference]))
+        for metric in METRICS:
+            a = np.concatenate([runs[reference][s][metric] for s in seeds])
+            b = np.concatenate([runs[run][s][metric] for s in seeds])
+            p = wilcoxon(a, b).pvalue if np.any(a != b) else 1.0
+            lines.append(f"| {run} | {len(seeds)} | {len(a)} | {metric.upper()} | {a.mean():.4f} | {b.mean():.4f} | "
+                         f"{(a.mean() - b.mean()) / b.mean():+.1%} | {p:.3g} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if options["output"]:
+        with open(options["output"], "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
