@@ -38,7 +38,7 @@ def _restore_numpy_aliases():
     # RecBole's metrics use np.float etc., which only Config() defines (compatibility_settings): a model reloaded
     # with load_data_and_model (a pickled Config) and then evaluated would fail without them
     for alias, target in (("float", float), ("int", int), ("bool", np.bool_), ("complex", complex), ("object", object)):
-        if not hasattr(np, alias):
+        if alias not in np.__dict__:  # not hasattr: numpy warns on reading a removed alias
             setattr(np, alias, target)
 
 
