@@ -83,7 +83,7 @@ def main(argv):
             a = np.concatenate([runs[reference][s][metric] for s in seeds])
             b = np.concatenate([runs[run][s][metric] for s in seeds])
             p = wilcoxon(a, b).pvalue if np.any(a != b) else 1.0
-            lines.append(f"| {run} | {len(seeds)} | {len(a)} | {metric.upper()} | {a.mean():.4f} | {b.mean():.4f} | "
+            lines.append(f"| {run} | {len(seeds)} | {len(a)} | {metric.upper().replace('HIT', 'HR')} | {a.mean():.4f} | {b.mean():.4f} | "
                          f"{(a.mean() - b.mean()) / b.mean():+.1%} | {p:.3g} |")
     text = "\n".join(lines) + "\n"
     print(text)

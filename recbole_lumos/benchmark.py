@@ -211,13 +211,16 @@ def mean_std(values, digits):
 
 
 def summary_table(runs, rows):
-    head = ["Run", "Model", "Seeds", "HR@10", "HR@20", "NDCG@10", "NDCG@20", "Valid NDCG@20", "Wall time (s)", "Peak memory (MB)"]
+    # ER@K exists only in runs under an attack: a column only when some run has it
+    metrics = [m for m in REPORTED_METRICS if any(r.get(m) is not None for r in rows)]
+    head = ["Run", "Model", "Seeds", *(m.upper().replace("HIT", "HR") for m in metrics),
+            "Valid NDCG@20", "Wall time (s)", "Peak memory (MB)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, model, _ in runs:
         mine = [r for r in rows if r["run"] == name]
         ok = [r for r in mine if r["status"] == "ok"]
         cells = [name, model, f"{len(ok)}/{len(mine)}"]
-        cells += [mean_std([r[m] for r in ok], 4) for m in REPORTED_METRICS]
+        cells += [mean_std([r[m] for r in ok], 4) for m in metrics]
         cells += [mean_std([r[f"valid_{CURVE_METRIC}"] for r in ok], 4)]
         cells += [mean_std([r["wall_time_s"] for r in ok], 0), mean_std([r["peak_memory_mb"] for r in ok], 0)]
         errors = sorted({r["error"] for r in mine if r["status"] == "failed"})

@@ -38,6 +38,9 @@ def test_benchmark_writes_table_csv_plot_records_errors_and_resumes(tiny_data, i
     fed = [float(r["ndcg@20"]) for r in rows[2:4]]
     expected = f"{np.mean(fed):.4f} ± {np.std(fed, ddof=1):.4f}" if fed[0] != fed[1] else f"{fed[0]:.4f}"
     assert "| FedSASRec | FedSASRec | 2/2 |" in table and expected in table.split("| FedSASRec |")[1].splitlines()[0]
+    header, _, *table_rows = [line for line in table.splitlines() if line.startswith("| ")][:5]
+    assert all(row.count(" | ") == header.count(" | ") for row in table_rows)  # no ER@K columns without an attack
+    assert "ER@20" not in header
     assert "| Broken | LUMOS | 0/2 | failed: exit 2: error: views must be one of llm" in table
     assert "python run_lumos.py --benchmark --dataset=tiny" in table and "RecBole 1.2.1" in table
     assert (in_tmp / "out" / "tiny.png").stat().st_size > 10_000
