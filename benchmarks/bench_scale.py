@@ -23,6 +23,7 @@ from recbole.data import create_dataset, data_preparation
 
 from recbole_lumos import registry
 from recbole_lumos.quick_start import build_config
+from script_options import parse_options  # benchmarks/
 
 ITEMS = 20_000
 
@@ -76,12 +77,7 @@ def measure(users, rounds, model_name, root):
 
 
 def main(argv):
-    options = {"clients": "1000,10000,100000", "rounds": "4", "model": "LUMOS"}
-    for arg in argv:
-        key, _, value = arg.lstrip("-").partition("=")
-        if key not in options:
-            raise SystemExit(f"error: unknown option --{key}: use {', '.join('--' + k for k in options)}")
-        options[key] = value
+    options = parse_options(argv, {"clients": "1000,10000,100000", "rounds": "4", "model": "LUMOS"})
     sys.argv = sys.argv[:1]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}")

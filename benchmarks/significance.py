@@ -25,6 +25,7 @@ from recbole.evaluator.metrics import NDCG, Hit  # noqa: E402
 from recbole.quick_start import load_data_and_model  # noqa: E402
 from recbole.utils import get_trainer  # noqa: E402
 from scipy.stats import wilcoxon  # noqa: E402
+from script_options import parse_options  # noqa: E402  (benchmarks/)
 
 METRICS = ("ndcg@20", "hit@20")
 
@@ -55,12 +56,7 @@ def per_user_test(seed_folder):
 
 
 def main(argv):
-    options = {"runs_dir": "results/benchmark/ml-100k", "reference": "LUMOS-llm", "output": ""}
-    for arg in argv:
-        key, _, value = arg.lstrip("-").partition("=")
-        if key not in options:
-            raise SystemExit(f"error: unknown option --{key}: use {', '.join('--' + k for k in options)}")
-        options[key] = value
+    options = parse_options(argv, {"runs_dir": "results/benchmark/ml-100k", "reference": "LUMOS-llm", "output": ""})
     runs = {}
     for seed_folder in sorted(glob.glob(os.path.join(options["runs_dir"], "*", "seed*"))):
         if not glob.glob(os.path.join(seed_folder, "*", "*.json")):
