@@ -117,7 +117,7 @@ def main(argv):
           f"all {len(histories)} clients: about {per_client * len(histories) / 60:.1f} min")
     if own["ceiling"]:
         ceiling = forward_ceiling(backend.model, backend.tokenizer.vocab_size)
-        print(f"forward ceiling (full forward, same dtype, same threads): "
+        print("forward ceiling (full forward, same dtype, same threads): "
               + ", ".join(f"{k} {v:.0f} tok/s" for k, v in ceiling.items()))
         print(f"generation throughput {stats['tokens_per_s']:.0f} tok/s = "
               f"{stats['tokens_per_s'] / ceiling['prefill_8x256']:.0%} of the prefill ceiling")

@@ -73,8 +73,7 @@ def view_shape(config):
 
 
 def build_embedding_views(config, dataset):
-    catalogue = catalogue_from_dataset(dataset)
-    require_text(catalogue, "embedding", config["dataset"])
+    catalogue = catalogue_from_dataset(dataset)  # the builder refuses a catalogue without text
     encoder = LazyEncoder(setting(config, "embedding_model"), setting(config, "llm_device"))
     return EmbeddingViewBuilder(catalogue, encoder, view_shape(config), setting(config, "view_recency_decay"),
                                 seed=view_seed(config), dataset_name=config["dataset"])

@@ -172,8 +172,7 @@ class LLMViewBuilder(ViewBuilder):
 
 
 def build_llm_views(config, dataset):
-    catalogue = catalogue_from_dataset(dataset)
-    require_text(catalogue, "llm", config["dataset"])
+    catalogue = catalogue_from_dataset(dataset)  # the builder refuses a catalogue without text
     backend = {key: setting(config, f"llm_{key}") for key in ("model", "dtype", "int8", "lora_path", "lora_rank")}
     backend.update(device=setting(config, "llm_device"), cache_dir=setting(config, "llm_model_cache_dir"))
     finetune = None
