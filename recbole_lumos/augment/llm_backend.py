@@ -70,7 +70,7 @@ def _digest(files):
     return sha.hexdigest()
 
 
-def weights_digest(model, cache_dir=None):
+def weights_digest(model):
     """A content hash of the LLM's weights and tokenizer (a path names a file, it does not identify its content):
     smollm2 is hashed from the GGUF it is converted from, so a cached run needs no conversion."""
     if model in (None, "smollm2"):

@@ -81,9 +81,10 @@ class LLMViewBuilder(ViewBuilder):
         self.resolve_dtype()
         settings = dict(self.backend_options, **self.decoding, shape=vars(self.shape), do_sample=self.do_sample,
                         temperature=self.temperature, lora_finetune=self.lora_finetune)
-        settings.pop("device", None), settings.pop("cache_dir", None)  # where it runs does not change the views
+        for where in ("device", "cache_dir"):  # where it runs does not change the views
+            settings.pop(where, None)
         key = cache_key(dataset=self.dataset_name, prompts=self.prompts.text, settings=settings, seed=self.seed,
-                        weights=weights_digest(self.backend_options.get("model"), self.backend_options.get("cache_dir")),
+                        weights=weights_digest(self.backend_options.get("model")),
                         catalogue=self.catalogue.texts)
         return ViewCache(key, self.cache_dir, name=f"{self.dataset_name or 'views'}-llm")
 
