@@ -1,7 +1,7 @@
 """Paired significance of a benchmark: one run against every other, over test users, pooled over seeds.
 
     python benchmarks/significance.py --runs_dir=results/benchmark/ml-100k --reference=LUMOS-llm \
-        --output=docs/benchmarks/constrained-views/ml-100k-significance.md
+        --output=docs/benchmarks/constrained-views/ml-100k-significance.md [--runs=FedSASRec,FedCL4SRec]
 
 For every finished run (``<runs_dir>/<run>/seed<seed>/``, as ``run_lumos.py --benchmark`` leaves them) it reloads
 the best model with RecBole's ``load_data_and_model``, evaluates the test users with RecBole's own evaluator and
@@ -56,12 +56,16 @@ def per_user_test(seed_folder):
 
 
 def main(argv):
-    options = parse_options(argv, {"runs_dir": "results/benchmark/ml-100k", "reference": "LUMOS-llm", "output": ""})
+    options = parse_options(argv, {"runs_dir": "results/benchmark/ml-100k", "reference": "LUMOS-llm", "output": "",
+                                   "runs": ""})
+    only = {name.strip() for name in options["runs"].split(",") if name.strip()}  # "": every run of the folder
     runs = {}
     for seed_folder in sorted(glob.glob(os.path.join(options["runs_dir"], "*", "seed*"))):
         if not glob.glob(os.path.join(seed_folder, "*", "*.json")):
             continue  # unfinished or failed
         run, seed = seed_folder.split(os.sep)[-2:]
+        if only and run not in only | {options["reference"]}:
+            continue
         runs.setdefault(run, {})[seed] = per_user_test(seed_folder)
     reference = options["reference"]
     if reference not in runs:

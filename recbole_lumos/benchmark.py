@@ -2,7 +2,10 @@
 
     python run_lumos.py --benchmark --dataset=ml-100k [--runs=SASRec,LUMOS-llm] [--seeds=[2020]] [--workers=4]
     python run_lumos.py --benchmark --dataset=ml-100k --report_only=True   # only rebuild the outputs
+    python run_lumos.py --benchmark --dataset=ml-100k --benchmark_file=robustness --output_dir=docs/robustness
 
+Plans: ``properties/benchmark.yaml`` (the default), ``properties/plans/<name>.yaml`` (``--benchmark_file=<name>``) or
+any path. All plans share the runs folder: a run of the same name and settings is run once for all of them.
 Each (run, seed) gets a folder ``<runs_dir>/<run>/seed<seed>/`` holding its config, its log and its result file.
 A rerun skips the runs already finished with the same config (an interrupted benchmark resumes), retries the
 failed ones, and a failed run leaves its error for the table. Any other ``--key=value`` applies to every run.
@@ -31,11 +34,21 @@ from recbole_lumos.registry import plugin_models
 from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, prepare_views
 
 CURVE_METRIC = "ndcg@20"
+# what a run measured beyond its metrics: a column wherever some run has it (DP runs, LUMOS's head diagnostics)
+EXTRA_COLUMNS = {"epsilon": "DP epsilon", "head_drift": "Head drift", "heads_trained": "Heads trained",
+                 "tri_loss": "L_tri (trained head)", "tri_loss_initial_head": "L_tri (initial head)"}
 LOCATION_KEYS = {"results_dir", "checkpoint_dir"}  # where a run's files go, not what it computes
 NOTES_START, NOTES_END = "<!-- notes: kept when the file is rebuilt -->", "<!-- /notes -->"
 
 
 # ------------------------------------------------------------------------------------------------- the plan
+def plan_path(name):
+    """A plan's file: a path, or the name of one in ``properties/plans/``."""
+    if os.path.isfile(name) or name.endswith(".yaml"):
+        return name
+    return os.path.join(PROPERTIES, "plans", f"{name}.yaml")
+
+
 def load_plan(path, only=None, seeds=None):
     """[(run name, model, settings)], seeds: from the plan file, narrowed to ``only`` (names) if given.
     The plan's ``settings`` apply to every run, under each run's own."""
@@ -121,7 +134,7 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     every run); returns the output paths."""
     logger = getLogger()
     settings = dict(settings)
-    plan_file = settings.pop("benchmark_file", os.path.join(PROPERTIES, "benchmark.yaml"))
+    plan_file = plan_path(settings.pop("benchmark_file", os.path.join(PROPERTIES, "benchmark.yaml")))
     only = settings.pop("runs", None)
     only = [n.strip() for n in only.split(",")] if isinstance(only, str) else only
     runs, seeds = load_plan(plan_file, only, settings.pop("seeds", None))
@@ -130,7 +143,7 @@ def benchmark(dataset, settings, config_files=(), argv=()):
         raise LumosError(f"workers must be at least 1, got {workers}")
     runs_dir = os.path.abspath(settings.pop("runs_dir", os.path.join("results", "benchmark", dataset)))
     output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("docs", "benchmarks")))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = int(settings.pop("threads", max(1, (os.cpu_count() or 1) // workers)))  # torch threads per run
     config_files = [os.path.abspath(path) for path in config_files]
     report_only = settings.pop("report_only", False)  # rebuild the table, plot and CSVs from the runs on disk
 
@@ -147,7 +160,9 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     # Views are generated once, before any run starts: parallel runs (and runs of the same seed) then only read them
     prepared = set()
     for name, model, config, folder in jobs:
-        key = (model, config.get("views"), view_seed(config))  # the runs sharing views
+        attack = config.get("attack", "none")
+        key = (model, config.get("views"), view_seed(config), config.get("noise_ratio"),  # the runs sharing views:
+               attack, config.get("attack_fraction"), config["seed"] if attack != "none" else None)  # fakes: per seed
         if key in prepared or model not in plugin_models():
             continue
         prepared.add(key)
@@ -171,7 +186,7 @@ def benchmark(dataset, settings, config_files=(), argv=()):
                 if error:
                     tqdm.write(f"{name} seed {seed} failed: {error}")
     command = " ".join(["python run_lumos.py --benchmark", *(a for a in argv if not a.startswith("--report_only"))])
-    return write_report(dataset, runs, seeds, runs_dir, output_dir, command.strip())
+    return write_report(dataset, runs, seeds, runs_dir, output_dir, command.strip(), plan_file)
 
 
 # ------------------------------------------------------------------------------------------------- the report
@@ -190,6 +205,7 @@ def collect(runs, seeds, runs_dir):
                            **{f"valid_{CURVE_METRIC}": result["best_valid_result"].get(CURVE_METRIC)},
                            wall_time_s=result["wall_time_s"], time_to_best_s=result.get("time_to_best_s"),
                            peak_memory_mb=result["peak_memory_mb"], device=result.get("device", ""),
+                           epsilon=(result.get("privacy") or {}).get("epsilon"), **result.get("diagnostics", {}),
                            versions=result.get("versions", ""),
                            result_file=os.path.relpath(path, runs_dir))
                 curves += [{"run": name, "seed": seed, "seconds": s, "epoch": e, f"valid_{CURVE_METRIC}": v}
@@ -211,10 +227,12 @@ def mean_std(values, digits):
 
 
 def summary_table(runs, rows):
-    # ER@K exists only in runs under an attack: a column only when some run has it
-    metrics = [m for m in REPORTED_METRICS if any(r.get(m) is not None for r in rows)]
+    # ER@K exists only in runs under an attack (or report_exposure), epsilon in DP runs: a column where a run has it
+    rows_here = [r for r in rows if r["run"] in {name for name, _, _ in runs}]
+    metrics = [m for m in REPORTED_METRICS if any(r.get(m) is not None for r in rows_here)]
+    extras = [k for k in EXTRA_COLUMNS if any(r.get(k) is not None for r in rows_here)]
     head = ["Run", "Model", "Seeds", *(m.upper().replace("HIT", "HR") for m in metrics),
-            "Valid NDCG@20", "Wall time (s)", "Peak memory (MB)"]
+            "Valid NDCG@20", *(EXTRA_COLUMNS[k] for k in extras), "Wall time (s)", "Peak memory (MB)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, model, _ in runs:
         mine = [r for r in rows if r["run"] == name]
@@ -222,6 +240,7 @@ def summary_table(runs, rows):
         cells = [name, model, f"{len(ok)}/{len(mine)}"]
         cells += [mean_std([r[m] for r in ok], 4) for m in metrics]
         cells += [mean_std([r[f"valid_{CURVE_METRIC}"] for r in ok], 4)]
+        cells += [mean_std([r.get(k) for r in ok], 3) for k in extras]
         cells += [mean_std([r["wall_time_s"] for r in ok], 0), mean_std([r["peak_memory_mb"] for r in ok], 0)]
         errors = sorted({r["error"] for r in mine if r["status"] == "failed"})
         if errors and not ok:
@@ -247,8 +266,24 @@ def kept_notes(path):
     return text[start + len(NOTES_START): end].strip() if 0 <= start < end else "(none yet)"
 
 
-def write_report(dataset, runs, seeds, runs_dir, output_dir, command):
+def sectioned_tables(plan_file, runs, rows):
+    """One table, or one per section of the plan (``sections: {title: [run names]}``) for the runs present."""
+    with open(plan_file, encoding="utf-8") as f:
+        sections = (yaml.safe_load(f) or {}).get("sections") or {}
+    if not sections:
+        return summary_table(runs, rows)
+    parts = []
+    for title, names in sections.items():
+        mine = [run for run in runs if run[0] in names]
+        if mine:
+            parts += [f"### {title}", "", summary_table(mine, rows), ""]
+    return "\n".join(parts).rstrip()
+
+
+def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file):
     rows, curves = collect(runs, seeds, runs_dir)
+    with open(plan_file, encoding="utf-8") as f:
+        title = ((yaml.safe_load(f) or {}).get("title") or "Benchmark on {dataset}").format(dataset=dataset)
     os.makedirs(output_dir, exist_ok=True)
     md, runs_csv = os.path.join(output_dir, f"{dataset}.md"), os.path.join(output_dir, f"{dataset}-runs.csv")
     curves_csv, png = os.path.join(output_dir, f"{dataset}-curves.csv"), os.path.join(output_dir, f"{dataset}.png")
@@ -257,17 +292,17 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command):
     plot(runs, rows, curves, png, dataset)
     machines = sorted({f"{r['versions']} ({r['device']})" for r in rows if r["status"] == "ok"})
     text = "\n".join([
-        f"# Benchmark on {dataset}",
+        f"# {title}",
         "",
         f"Test metrics, mean ± standard deviation (n-1) over seeds {', '.join(map(str, seeds))}; chronological "
         "leave-one-out, full ranking, model selection on validation NDCG@20 (`properties/overall.yaml`). "
         "Wall time is the whole run (data loading, training, evaluation) in its own process; peak memory is that "
         "process's maximum resident set (or GPU allocation, whichever is larger).",
         "",
-        summary_table(runs, rows),
+        sectioned_tables(plan_file, runs, rows),
         "",
         f"- Reproduce: `{command}` (finished runs are skipped; delete `{os.path.relpath(runs_dir)}` to start over).",
-        "- Runs: `properties/benchmark.yaml`; every run's settings and log are in its folder under the runs folder.",
+        f"- Runs: `{plan_display(plan_file)}`; every run's settings and log are in its folder under the runs folder.",
         f"- Versions: recbole-lumos {git_commit()} when this file was written ({time.strftime('%Y-%m-%d %H:%M')}); "
         f"the runs' own: {'; '.join(machines) or 'none yet'}.",
         f"- Files: [`{os.path.basename(runs_csv)}`]({os.path.basename(runs_csv)}) (every run), "
@@ -284,9 +319,16 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command):
     with open(md + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(md + ".tmp", md)
-    print(summary_table(runs, rows))
+    print(sectioned_tables(plan_file, runs, rows))
     print(f"wrote {md}, {runs_csv}, {curves_csv}, {png}")
     return {"markdown": md, "runs_csv": runs_csv, "curves_csv": curves_csv, "plot": png}
+
+
+def plan_display(plan_file):
+    """The plan as a reader finds it: relative to the package's properties/ when it ships there."""
+    path = os.path.abspath(plan_file)
+    root = os.path.abspath(PROPERTIES)
+    return "properties/" + os.path.relpath(path, root) if path.startswith(root + os.sep) else plan_file
 
 
 def write_csv(path, rows):

@@ -73,6 +73,7 @@ RULES = {
     "tri_views": Rule(list, lambda v: set(v) <= set(VIEW_NAMES) and len(set(v)) == len(v),
                       f"a list of distinct names among {', '.join(VIEW_NAMES)}"),
     "tri_extra_negatives": at_least(0),
+    "tri_head": choice("private", "shared", "identity"),
     "views": choice(*VIEW_KINDS),
     # federation
     "federated": FLAG,
@@ -95,6 +96,7 @@ RULES = {
     "clip_norm": positive(),
     "dp_noise_multiplier": positive(),
     "dp_delta": Rule(float, lambda v: 0 < v < 1, "in (0, 1)", optional=True),
+    "dp_epsilon": Rule(float, lambda v: v > 0, "> 0", optional=True),
     "noise_ratio": between(0, 1),
     "attack": choice(*ATTACKS),
     "attack_fraction": at_least(0, float),
@@ -149,8 +151,8 @@ def _yaml_keys(pattern, skip=()):
 
 
 def plugin_keys():
-    """The keys of the plugin's config yaml (not its benchmark plan, search spaces or prompts)."""
-    return _yaml_keys(str(paths.PROPERTIES / "**" / "*.yaml"), skip=("search", "prompts", "benchmark.yaml"))
+    """The keys of the plugin's config yaml (not its benchmark plans, search spaces or prompts)."""
+    return _yaml_keys(str(paths.PROPERTIES / "**" / "*.yaml"), skip=("search", "prompts", "plans", "benchmark.yaml"))
 
 
 @lru_cache(maxsize=1)

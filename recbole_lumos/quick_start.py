@@ -187,11 +187,12 @@ def prepare_views(model, dataset, config_file_list=None, config_dict=None):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     train_data, _, _ = data_preparation(config, create_dataset(config))
-    from recbole_lumos.augment import create_view_builder
+    from recbole_lumos.federated.client import Clients
 
-    builder = create_view_builder(config, train_data._dataset)
-    builder.build(train_data._dataset.client_histories())
-    return {"views": builder.name, **builder.stats()}
+    # the run's own client side builds them: the same histories (noisy, fake clients included), the same cache keys
+    model_obj = model_class(config, train_data._dataset)
+    views = Clients(config, model_obj, train_data._dataset, getLogger()).views
+    return {"views": views.name, **views.stats()}
 
 
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, callback_fn=None):
@@ -249,6 +250,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
     privacy = getattr(trainer, "privacy", lambda: None)()
     if privacy is not None:  # DP-FedAvg: the (epsilon, delta) the run spent goes with its numbers
         result["privacy"] = privacy
+    if getattr(trainer, "diagnostics", None):
+        result["diagnostics"] = trainer.diagnostics
     result["result_file"] = write_result_file(config, result)
     logger.info(set_color("best valid ", "yellow") + f": {format_metrics(result['best_valid_result'])}")
     logger.info(set_color("test result", "yellow") + f": {format_metrics(result['test_result'])}")

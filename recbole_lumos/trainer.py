@@ -20,7 +20,7 @@ from tqdm import tqdm
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import create_aggregator
 from recbole_lumos.federated.attacks import Exposure
-from recbole_lumos.federated.client import Clients, chunks, shared_parameters
+from recbole_lumos.federated.client import Clients, chunks, private_prefixes, shared_parameters
 from recbole_lumos.federated.server import Server
 
 _NOT_IN_RESUME_KEY = {"show_progress", "state", "epochs", "results_dir", "checkpoint_dir", "device", "checkpoint_step"}
@@ -30,7 +30,8 @@ class FederatedTrainer(Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.federated = config["federated"]
-        self.shared = shared_parameters(model)
+        self.shared = shared_parameters(model, private_prefixes(config))
+        self.diagnostics = None
         if self.federated:  # the server optimizer sees the shared parameters only
             self.optimizer = self._build_optimizer(params=list(self.shared.values()))
         self.checkpoint_step = config["checkpoint_step"] or config["eval_step"]
@@ -214,6 +215,10 @@ class FederatedTrainer(Trainer):
                 break
         rounds.close()
         self.tensorboard.flush()
+        if self.federated and self.model.uses_views:  # does the projection head learn? (docs/head-study.md)
+            self.diagnostics = self.clients.head_diagnostics(torch.Generator().manual_seed(config["seed"]))
+            figures = ", ".join(f"{k} {v:.4f}" for k, v in self.diagnostics.items())
+            self.logger.info(set_color("projection head", "blue") + f": {figures}")
         if os.path.isfile(self.resume_file):
             os.remove(self.resume_file)  # finished: a rerun starts afresh
         if self.best_valid_result is None:  # never evaluated: keep the last model

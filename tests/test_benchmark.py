@@ -62,3 +62,45 @@ def test_benchmark_refuses_an_unknown_run(tiny_data, in_tmp, capsys):
     assert run_lumos.main(["--benchmark", "--benchmark_file=plan.yaml", "--runs=NoSuchRun"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Unknown benchmark run(s) NoSuchRun" in err and "SASRec" in err
+
+
+SECTIONED_PLAN = """
+title: "Study on {dataset}"
+seeds: [1]
+sections:
+  "Plain": [FedSASRec]
+  "With views and DP": [LUMOS, LUMOS-dp]
+runs:
+  FedSASRec: {model: FedSASRec}
+  LUMOS: {model: LUMOS, views: random}
+  LUMOS-dp: {model: LUMOS, views: random, aggregator: dp_fedavg, dp_epsilon: 4}
+"""
+
+
+def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_measured(tiny_data, in_tmp):
+    (in_tmp / "plan.yaml").write_text(SECTIONED_PLAN)
+    (in_tmp / "tiny.yaml").write_text(yaml.safe_dump(tiny_settings(tiny_data)))
+    args = ["--benchmark", "--dataset=tiny", "--benchmark_file=plan.yaml", "--config_files=tiny.yaml", "--workers=2",
+            "--runs_dir=runs", "--output_dir=out"]
+    assert run_lumos.main(args) == 0
+    text = (in_tmp / "out" / "tiny.md").read_text()
+    assert text.startswith("# Study on tiny\n")
+    plain, views = text.split("### Plain")[1].split("### With views and DP")
+    assert "| FedSASRec |" in plain and "Head drift" not in plain and "DP epsilon" not in plain
+    header = next(line for line in views.splitlines() if line.startswith("| Run "))
+    assert "Head drift" in header and "L_tri (trained head)" in header and "DP epsilon" in header
+    dp_row = next(line for line in views.splitlines() if line.startswith("| LUMOS-dp |"))
+    epsilon = float(dp_row.split(" | ")[header.split(" | ").index("DP epsilon")])
+    assert 3.98 <= epsilon <= 4.0  # the whole round budget ran (no early stop in 2 rounds): the target is spent
+
+
+def test_shipped_plans_name_only_their_own_runs():
+    from recbole_lumos.benchmark import load_plan, plan_path
+
+    for name in ("head-study", "robustness"):
+        path = plan_path(name)
+        runs, seeds = load_plan(path)
+        with open(path) as f:
+            sections = yaml.safe_load(f).get("sections") or {}
+        assert seeds == [2020, 2021, 2022] and runs
+        assert {n for names in sections.values() for n in names} <= {name for name, _, _ in runs}

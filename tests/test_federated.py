@@ -284,3 +284,23 @@ def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp
     assert float(summed.num_samples) == float(weights.sum())
     for name in private_each:
         assert torch.allclose(private_each[name], private_summed[name], atol=1e-6), name
+
+
+# ------------------------------------------------------------------------------------------ the projection head
+@pytest.mark.parametrize("head", ["private", "shared", "identity"])
+def test_projection_head_modes_share_what_they_say(tiny_data, in_tmp, head):
+    """private: the head stays on its client (not in any update) and each trained client's head moves; shared:
+    the head is an update like the backbone's; identity: there is no head. Diagnostics say how far heads moved."""
+    config, train, valid, _, model, trainer = setup_model(tiny_data, tri_head=head, client_fraction=1.0, epochs=1,
+                                                          eval_step=5)
+    received = received_in_one_round(trainer, train, valid)
+    sent = set().union(*(u.deltas for u in received))
+    assert ("projection.weight" in sent) == (head == "shared")
+    assert bool(trainer.clients.private_bank) == (head == "private")
+    assert (len(list(model.projection.parameters())) == 0) == (head == "identity")
+    found = trainer.diagnostics
+    assert np.isfinite(found["tri_loss"]) and np.isfinite(found["tri_loss_initial_head"])
+    if head == "identity":
+        assert "head_drift" not in found and found["tri_loss"] == found["tri_loss_initial_head"]
+    else:  # every client trained once (client_fraction 1): each head moved
+        assert found["head_drift"] > 0 and found["heads_trained"] == 1.0

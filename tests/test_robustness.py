@@ -299,3 +299,12 @@ def test_attack_run_end_to_end_writes_er_and_a_clean_run_can_report_it(tiny_data
     assert {"er@10", "er@20"} <= set(clean["test_result"]) and "privacy" not in clean
     with pytest.raises(LumosError, match=r"attack_target items \['999'\] are not in the dataset"):
         run("LUMOS", "tiny", config_dict=tiny_settings(tiny_data, attack="bandwagon", attack_target=[999]))
+
+
+def test_dp_epsilon_sets_the_noise_that_spends_it_over_the_round_budget(tiny_data, in_tmp):
+    """dp_epsilon: z from Opacus' search, so the full round budget spends the target (to the search's 0.01)."""
+    settings = tiny_settings(tiny_data, aggregator="dp_fedavg", dp_epsilon=4.0, clip_norm=0.5, epochs=3,
+                             client_fraction=0.3, stopping_step=100)
+    privacy = run("LUMOS", "tiny", config_dict=settings)["privacy"]
+    assert privacy["rounds"] == 3 and privacy["noise_multiplier"] != 1.0  # not the dp_noise_multiplier default
+    assert 4.0 - 0.011 <= privacy["epsilon"] <= 4.0

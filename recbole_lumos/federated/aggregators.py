@@ -164,12 +164,16 @@ class DPFedAvg(Aggregator):
 
     poisson_sampling = True
 
-    def __init__(self, clip_norm, noise_multiplier, delta):
+    def __init__(self, clip_norm, noise_multiplier, delta, target_epsilon=None, rounds=None):
         self.clip_norm, self.noise_multiplier, self.delta = clip_norm, noise_multiplier, delta
+        self.target_epsilon, self.rounds = target_epsilon, rounds
 
     def setup(self, num_clients, client_fraction, per_round, params):
         self.sample_rate, self.expected = client_fraction, client_fraction * num_clients
         self.delta = 1.0 / num_clients if self.delta is None else self.delta
+        if self.target_epsilon is not None:  # dp_epsilon: the noise with which the round budget spends it
+            self.noise_multiplier = privacy.noise_multiplier(self.target_epsilon, self.sample_rate, self.rounds,
+                                                             self.delta)
         self.params = params
 
     def start(self):
@@ -202,7 +206,8 @@ AGGREGATORS = {
     "trimmed_mean": lambda config: TrimmedMean(config["trim_ratio"]),
     "krum": lambda config: Krum(config["krum_byzantine"], config["krum_selected"]),
     "norm_clip": lambda config: NormClip(config["clip_norm"]),
-    "dp_fedavg": lambda config: DPFedAvg(config["clip_norm"], config["dp_noise_multiplier"], config["dp_delta"]),
+    "dp_fedavg": lambda config: DPFedAvg(config["clip_norm"], config["dp_noise_multiplier"], config["dp_delta"],
+                                         config["dp_epsilon"], config["epochs"]),
 }
 
 

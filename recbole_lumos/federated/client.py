@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from recbole_lumos.augment import create_view_builder
+from recbole_lumos.augment.settings import view_seed
 from recbole_lumos.data.partition import dominant_labels, partition_clients
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated import attacks
@@ -33,12 +34,18 @@ from recbole_lumos.model.sequences import random_negatives
 PRIVATE_PREFIXES = ("projection.",)  # kept on each client, never sent to the server
 
 
-def is_private(name):
-    return name.startswith(PRIVATE_PREFIXES)
+def private_prefixes(config):
+    """What each client keeps: the projection head under ``tri_head: private``; nothing when the head is shared
+    (a parameter like the backbone's) or the identity (no parameter)."""
+    return PRIVATE_PREFIXES if config["tri_head"] in (None, "private") else ()
 
 
-def shared_parameters(model):
-    return {n: p for n, p in model.named_parameters() if not is_private(n)}
+def is_private(name, prefixes=PRIVATE_PREFIXES):
+    return name.startswith(prefixes)
+
+
+def shared_parameters(model, prefixes=PRIVATE_PREFIXES):
+    return {n: p for n, p in model.named_parameters() if not is_private(n, prefixes)}
 
 
 def chunks(values, size):
@@ -82,9 +89,12 @@ def cohort_objective(model, batch, heads, client_weight):
     U, K = negatives.shape[:2]
     hidden = model.last_states(model.stack_sequences(anchor, batch["views"], negatives))
     rows = torch.cat([torch.arange(U), torch.arange(U).repeat_interleave(3), torch.arange(U).repeat_interleave(K)])
-    row_heads = {name: value[rows.to(value.device)] for name, value in heads.items()}
-    project = vmap(lambda params, h: functional_call(model.projection, params, (h,)))
-    tri = model.tri_view_loss_of_states(F.normalize(project(row_heads, hidden), dim=-1), anchor, K)
+    if heads:  # private heads: each row through its own client's
+        row_heads = {name: value[rows.to(value.device)] for name, value in heads.items()}
+        projected = vmap(lambda params, h: functional_call(model.projection, params, (h,)))(row_heads, hidden)
+    else:  # a shared head (or the identity): the live model's
+        projected = model.projection(hidden)
+    tri = model.tri_view_loss_of_states(F.normalize(projected, dim=-1), anchor, K)
     users = torch.bincount(owner, minlength=len(client_weight)).to(client_weight.dtype)
     objective = rec_sum + model.tri_weight * (tri * (client_weight / users)[owner]).sum()
     return objective, rec_mean, tri.detach().mean()
@@ -93,8 +103,8 @@ def cohort_objective(model, batch, heads, client_weight):
 class CohortTrainer:
     """Local training of a cohort of clients at once (the math; ``Clients`` feeds it)."""
 
-    def __init__(self, model, local_epochs, learner, learning_rate):
-        self.model, self.wrapper = model, _ClientLoss(model)
+    def __init__(self, model, local_epochs, learner, learning_rate, private=PRIVATE_PREFIXES):
+        self.model, self.wrapper, self.private = model, _ClientLoss(model), private
         self.buffers = {f"model.{k}": v for k, v in model.named_buffers()}
         self.local_epochs, self.learner, self.lr = local_epochs, learner, learning_rate
 
@@ -138,7 +148,7 @@ class CohortTrainer:
         reads the shared parameters from the live model, which holds exactly what the server sent this round;
         no per-client copy of anything shared is made: it costs what a centralised step on the same data costs.
         """
-        shared = shared_parameters(self.model)
+        shared = shared_parameters(self.model, self.private)
         heads = {n: v.detach().clone().requires_grad_() for n, v in private.items()}  # [C, ...] per client
         anchor_heads = {n.split(".", 1)[1]: v[batch["owner"]] for n, v in heads.items()}
         objective, rec, tri = cohort_objective(self.model, batch, anchor_heads, num_samples)
@@ -175,8 +185,9 @@ class Clients:
     def __init__(self, config, model, train_dataset, logger):
         self.config, self.model, self.device = config, model, config["device"]
         histories = train_dataset.client_histories()
-        if config["noise_ratio"] > 0:  # noisy clients: before any view is built from the histories
-            histories = attacks.add_noise(histories, config["noise_ratio"], model.n_items, config["seed"])
+        if config["noise_ratio"] > 0:  # noisy clients: before any view is built from the histories. The noise is
+            # the clients' data, drawn once like their views (view_seed): the seeds vary training alone
+            histories = attacks.add_noise(histories, config["noise_ratio"], model.n_items, view_seed(config))
         users = np.array(sorted(histories))
         labels = None
         if config["client_partition"] == "dirichlet":
@@ -198,12 +209,15 @@ class Clients:
         self.data = ClientData(histories, clients, views, config["MAX_ITEM_LIST_LENGTH"])
         # one row per client of the parameters only the tri-view loss reads: none when the loss is off (FedSASRec),
         # where the bank would cost clients x head size for nothing (100 MB on ml-1m, 1.7 GB for 100k clients)
+        self.private = private_prefixes(config)
         self.private_bank = {
             n: p.detach().unsqueeze(0).repeat(self.data.num_clients, *[1] * p.dim())
             for n, p in model.named_parameters()
-            if is_private(n) and model.uses_views
+            if is_private(n, self.private) and model.uses_views
         }
-        self.trainer = CohortTrainer(model, config["local_epochs"], config["local_learner"], config["local_learning_rate"])
+        self.head_init = {n: p.detach().clone() for n, p in model.projection.named_parameters()}
+        self.trainer = CohortTrainer(model, config["local_epochs"], config["local_learner"],
+                                     config["local_learning_rate"], self.private)
         self.losses = [0.0, 0.0]
 
     def _add_fake_clients(self, config, dataset, histories, clients, logger):
@@ -274,6 +288,38 @@ class Clients:
         fabricated histories, with the sample counts they claim."""
         anchors = torch.cat([self.data.anchor[self.data.client_users[c]] for c in client_ids]).to(self.device)
         scale = self.config["attack_boost"] * self.config["local_learning_rate"]
-        delta = attacks.crafted_update(self.model, shared_parameters(self.model), anchors, self.targets, scale)
+        shared = shared_parameters(self.model, self.private)
+        delta = attacks.crafted_update(self.model, shared, anchors, self.targets, scale)
         rows = {n: d.unsqueeze(0).expand(len(client_ids), *d.shape) for n, d in delta.items()}
         return ClientUpdate(rows, self.data.num_samples[client_ids].to(self.device))
+
+    @torch.no_grad()
+    def head_diagnostics(self, generator):
+        """Whether the projection head learns (docs/head-study.md).
+        head_drift: ||W - W_0|| / ||W_0|| of the head's parameters (private: mean over the real clients);
+        heads_trained: the share of those heads that moved at all; tri_loss and tri_loss_initial_head: the mean
+        tri-view loss of every real client's data under the current backbone (dropout off, fresh negatives from
+        ``generator``) through the heads as trained and through the initial head W_0."""
+        real = [c for c in range(self.num_clients) if c not in self.fake]
+        initial = self.head_init  # {weight, bias}: the projection's own names
+        result = {}
+        if initial:
+            trained = {n.split(".", 1)[1]: v[real] for n, v in self.private_bank.items()} or {
+                n: p.detach().unsqueeze(0) for n, p in self.model.projection.named_parameters()}  # shared: one head
+            moved = sum(((v - initial[n]) ** 2).flatten(1).sum(1) for n, v in trained.items()).sqrt()
+            size = sum((p**2).sum() for p in initial.values()).sqrt()
+            result.update(head_drift=float((moved / size).mean()), heads_trained=float((moved > 0).float().mean()))
+        was_training = self.model.training
+        self.model.eval()
+        sums, anchors = {"tri_loss": 0.0, "tri_loss_initial_head": 0.0}, 0
+        for cohort in chunks(real, self.config["cohort_size"]):
+            batch = self.with_negatives(self.data.batch_of_users(cohort), generator)
+            owner, weights = batch["owner"].cpu(), self.data.num_samples[cohort].to(self.device)
+            own = {n.split(".", 1)[1]: v[cohort][owner].to(self.device) for n, v in self.private_bank.items()}
+            first = {n: p.unsqueeze(0).expand(len(owner), *p.shape) for n, p in initial.items()}
+            count = int((batch["anchor"] > 0).any(-1).sum())
+            for key, heads in (("tri_loss", own), ("tri_loss_initial_head", first)):  # {}: the live model's head
+                sums[key] += float(cohort_objective(self.model, batch, heads, weights)[2]) * count
+            anchors += count
+        self.model.train(was_training)
+        return {**result, **{k: v / max(anchors, 1) for k, v in sums.items()}}

@@ -16,3 +16,12 @@ def epsilon(noise_multiplier, sample_rate, rounds, delta):
     accountant = RDPAccountant()
     accountant.history = [(noise_multiplier, sample_rate, rounds)]  # (z, q, steps): one entry per setting
     return float(accountant.get_epsilon(delta))
+
+
+def noise_multiplier(target_epsilon, sample_rate, rounds, delta):
+    """The noise multiplier z with which ``rounds`` rounds spend ``target_epsilon`` at ``delta`` (the library's
+    search, to 0.01 in epsilon); a run stopped early spends less, and reports what it spent."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
+                                      steps=rounds, accountant="rdp"))

@@ -31,8 +31,12 @@ class LUMOS(SASRec):
         self.temperature = config["tri_temperature"]
         self.extra_negatives = config["tri_extra_negatives"]
         self.views_used = [name for name in VIEW_NAMES if name in (config["tri_views"] or [])]
-        self.projection = nn.Linear(self.hidden_size, self.hidden_size)
-        self.projection.apply(self._init_weights)
+        # the head the tri-view loss reads states through (tri_head: private, shared: a linear layer; identity: none)
+        if config["tri_head"] == "identity":
+            self.projection = nn.Identity()
+        else:
+            self.projection = nn.Linear(self.hidden_size, self.hidden_size)
+            self.projection.apply(self._init_weights)
         self._config, self._dataset = config, dataset  # calculate_loss builds the views on first use
         self.view_table = None  # [n_users, 4, L]: each user's training history (anchor) and its three views
 
