@@ -169,7 +169,13 @@ def write_result_file(config, result):
 
 
 def peak_memory_mb():
+    """This process's peak resident memory (or GPU allocation, if larger), in MB. On Linux from VmHWM, the high-water
+    mark of this process's own address space: ru_maxrss carries a parent's peak over fork + exec (a benchmark
+    that generated views would pass its 2.5 GB on to every run it starts)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    if os.path.isfile("/proc/self/status"):
+        with open("/proc/self/status", encoding="utf-8") as f:
+            peak = next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:")), peak)
     if torch.cuda.is_available():
         peak = max(peak, torch.cuda.max_memory_allocated() / 2**20)
     return round(peak, 1)

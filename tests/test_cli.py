@@ -122,3 +122,16 @@ def test_recbole_model_divergence_is_one_line(tiny_data, in_tmp, capsys):
     code, out = cli(capsys, "--model=SASRec", "--dataset=tiny", f"--data_path={tiny_data}", "--epochs=3",
                     "--learning_rate=1e6", "--state=WARNING", "--show_progress=False", "--MAX_ITEM_LIST_LENGTH=10")
     assert code == 2 and out.err.startswith("error: training diverged") and out.err.count("\n") == 1, out.err
+
+
+def test_a_runs_peak_memory_is_its_own_not_its_parents():
+    """A benchmark starts each run from a parent that may hold an LLM: the run's peak is the run's own."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    ballast = np.ones(1_500 * 2**20, dtype=np.uint8)  # 1.5 GB, touched: resident in this (parent) process
+    out = subprocess.run([sys.executable, "-c", "from recbole_lumos.quick_start import peak_memory_mb; print(peak_memory_mb())"],
+                         capture_output=True, text=True, check=True).stdout
+    assert 0 < float(out.strip().splitlines()[-1]) < 1_500 and ballast.sum() == ballast.size
