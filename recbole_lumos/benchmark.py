@@ -266,10 +266,8 @@ def kept_notes(path):
     return text[start + len(NOTES_START): end].strip() if 0 <= start < end else "(none yet)"
 
 
-def sectioned_tables(plan_file, runs, rows):
+def sectioned_tables(sections, runs, rows):
     """One table, or one per section of the plan (``sections: {title: [run names]}``) for the runs present."""
-    with open(plan_file, encoding="utf-8") as f:
-        sections = (yaml.safe_load(f) or {}).get("sections") or {}
     if not sections:
         return summary_table(runs, rows)
     parts = []
@@ -283,7 +281,9 @@ def sectioned_tables(plan_file, runs, rows):
 def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file):
     rows, curves = collect(runs, seeds, runs_dir)
     with open(plan_file, encoding="utf-8") as f:
-        title = ((yaml.safe_load(f) or {}).get("title") or "Benchmark on {dataset}").format(dataset=dataset)
+        plan = yaml.safe_load(f) or {}
+    title = (plan.get("title") or "Benchmark on {dataset}").format(dataset=dataset)
+    tables = sectioned_tables(plan.get("sections"), runs, rows)
     os.makedirs(output_dir, exist_ok=True)
     md, runs_csv = os.path.join(output_dir, f"{dataset}.md"), os.path.join(output_dir, f"{dataset}-runs.csv")
     curves_csv, png = os.path.join(output_dir, f"{dataset}-curves.csv"), os.path.join(output_dir, f"{dataset}.png")
@@ -299,7 +299,7 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file)
         "Wall time is the whole run (data loading, training, evaluation) in its own process; peak memory is that "
         "process's maximum resident set (or GPU allocation, whichever is larger).",
         "",
-        sectioned_tables(plan_file, runs, rows),
+        tables,
         "",
         f"- Reproduce: `{command}` (finished runs are skipped; delete `{os.path.relpath(runs_dir)}` to start over).",
         f"- Runs: `{plan_display(plan_file)}`; every run's settings and log are in its folder under the runs folder.",
@@ -319,7 +319,7 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file)
     with open(md + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(md + ".tmp", md)
-    print(sectioned_tables(plan_file, runs, rows))
+    print(tables)
     print(f"wrote {md}, {runs_csv}, {curves_csv}, {png}")
     return {"markdown": md, "runs_csv": runs_csv, "curves_csv": curves_csv, "plot": png}
 
