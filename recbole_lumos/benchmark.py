@@ -129,6 +129,13 @@ def _without_locations(config):
 
 
 # ------------------------------------------------------------------------------------------------- the benchmark
+def _count(value, name):
+    """A positive whole number from the command line (--workers, --threads), or one line saying what is wrong."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LumosError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
 def benchmark(dataset, settings, config_files=(), argv=()):
     """Run the plan (settings: the command line's --key=value, benchmark keys included; config_files: read by
     every run); returns the output paths."""
@@ -138,12 +145,10 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     only = settings.pop("runs", None)
     only = [n.strip() for n in only.split(",")] if isinstance(only, str) else only
     runs, seeds = load_plan(plan_file, only, settings.pop("seeds", None))
-    workers = int(settings.pop("workers", 1))
-    if workers < 1:
-        raise LumosError(f"workers must be at least 1, got {workers}")
+    workers = _count(settings.pop("workers", 1), "workers")
     runs_dir = os.path.abspath(settings.pop("runs_dir", os.path.join("results", "benchmark", dataset)))
     output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("docs", "benchmarks")))
-    threads = int(settings.pop("threads", max(1, (os.cpu_count() or 1) // workers)))  # torch threads per run
+    threads = _count(settings.pop("threads", max(1, (os.cpu_count() or 1) // workers)), "threads")  # torch threads per run
     config_files = [os.path.abspath(path) for path in config_files]
     report_only = settings.pop("report_only", False)  # rebuild the table, plot and CSVs from the runs on disk
 

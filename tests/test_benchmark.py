@@ -104,3 +104,11 @@ def test_shipped_plans_name_only_their_own_runs():
             sections = yaml.safe_load(f).get("sections") or {}
         assert seeds == [2020, 2021, 2022] and runs
         assert {n for names in sections.values() for n in names} <= {name for name, _, _ in runs}
+
+
+def test_benchmark_refuses_a_bad_worker_or_thread_count_in_one_line(in_tmp, capsys):
+    (in_tmp / "plan.yaml").write_text(PLAN)
+    for bad, name in (("--workers=x", "workers"), ("--threads=0", "threads")):
+        assert run_lumos.main(["--benchmark", "--benchmark_file=plan.yaml", "--report_only=True", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{name} must be a whole number >= 1" in err
