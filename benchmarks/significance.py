@@ -3,12 +3,13 @@
     python benchmarks/significance.py --runs_dir=results/benchmark/ml-100k --reference=LUMOS-llm \
         --output=docs/benchmarks/constrained-views/ml-100k-significance.md [--runs=FedSASRec,FedCL4SRec]
 
-For every finished run (``<runs_dir>/<run>/seed<seed>/``, as ``run_lumos.py --benchmark`` leaves them) it reloads
-the best model with RecBole's ``load_data_and_model``, evaluates the test users with RecBole's own evaluator and
-keeps each user's NDCG@20 and HR@20 (RecBole's ``NDCG``/``Hit`` metric_info, the numbers its averages are made of;
-cached as ``per_user_test.npz`` beside the run). Users are paired by (seed, user): the split is the same for
-every run. The test is scipy's Wilcoxon signed-rank test (users with equal values drop out, its default); the
-table gives both means, the relative difference and the p-value.
+For every finished run (``<runs_dir>/<run>/seed<seed>/``, as ``run_lumos.py --benchmark`` leaves them) it reads
+each test user's NDCG@20 and HR@20 that the run wrote beside its result file (``recbole_lumos/significance.py``);
+for a run from before runs wrote them, it reloads the best model with RecBole's ``load_data_and_model``, evaluates
+the test users with RecBole's own evaluator and writes them there. Users are paired by (seed, user): the split is
+the same for every run. The test is scipy's Wilcoxon signed-rank test (users with equal values drop out, its
+default); the table gives both means, the relative difference and the p-value. The benchmark's tables carry the
+same test against the plan's ``reference`` run.
 """
 import glob
 import os
@@ -21,37 +22,26 @@ import numpy as np
 warnings.filterwarnings("ignore")
 
 import recbole_lumos  # noqa: E402,F401  (patches RecBole, teaches it the plugin's models)
-from recbole.evaluator.metrics import NDCG, Hit  # noqa: E402
 from recbole.quick_start import load_data_and_model  # noqa: E402
 from recbole.utils import get_trainer  # noqa: E402
-from scipy.stats import wilcoxon  # noqa: E402
+from recbole_lumos.benchmark import result_file  # noqa: E402
+from recbole_lumos.significance import (PER_USER_METRICS, evaluate_per_user, load_per_user,  # noqa: E402
+                                       paired_comparison, save_per_user)
 from script_options import parse_options  # noqa: E402  (benchmarks/)
 
-METRICS = ("ndcg@20", "hit@20")
-
-
 def per_user_test(seed_folder):
-    """{metric: [users]} of the run's best model on the test users (cached beside the run)."""
-    cache = os.path.join(seed_folder, "per_user_test.npz")
-    if os.path.isfile(cache):
-        return dict(np.load(cache))
+    """{metric: [users]} of the run's best model on the test users: written by the run, or (runs from before
+    that) recomputed from its saved model and written beside its result file."""
+    path = result_file(seed_folder)
+    values = load_per_user(path)
+    if values is not None:
+        return values
     [model_file] = [f for f in glob.glob(os.path.join(seed_folder, "saved", "*.pth")) if ".resume." not in f]
     sys.argv = sys.argv[:1]
     config, model, _, _, _, test_data = load_data_and_model(model_file)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    captured, evaluate = {}, trainer.evaluator.evaluate
-
-    def keep(struct):  # the collected top-k matrix, before RecBole averages it
-        captured["struct"] = struct
-        return evaluate(struct)
-
-    trainer.evaluator.evaluate = keep
-    trainer.evaluate(test_data, load_best_model=False, show_progress=False)
-    ndcg, hit = NDCG(config), Hit(config)
-    pos_index, pos_len = ndcg.used_info(captured["struct"])
-    k = 20
-    values = {"ndcg@20": ndcg.metric_info(pos_index, pos_len)[:, k - 1], "hit@20": hit.metric_info(pos_index)[:, k - 1]}
-    np.savez(cache, **values)
+    _, values = evaluate_per_user(trainer, test_data, load_best_model=False, show_progress=False)
+    save_per_user(path, values)
     return values
 
 
@@ -79,12 +69,12 @@ def main(argv):
         if run == reference:
             continue
         seeds = sorted(set(runs[run]) & set(runs[reference]))
-        for metric in METRICS:
+        for metric in PER_USER_METRICS:
             a = np.concatenate([runs[reference][s][metric] for s in seeds])
             b = np.concatenate([runs[run][s][metric] for s in seeds])
-            p = wilcoxon(a, b).pvalue if np.any(a != b) else 1.0
+            difference, p = paired_comparison(a, b)
             lines.append(f"| {run} | {len(seeds)} | {len(a)} | {metric.upper().replace('HIT', 'HR')} | {a.mean():.4f} | {b.mean():.4f} | "
-                         f"{(a.mean() - b.mean()) / b.mean():+.1%} | {p:.3g} |")
+                         f"{difference:+.1%} | {p:.3g} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if options["output"]:

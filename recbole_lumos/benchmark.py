@@ -6,9 +6,12 @@
 
 Plans: ``properties/benchmark.yaml`` (the default), ``properties/plans/<name>.yaml`` (``--benchmark_file=<name>``) or
 any path. All plans share the runs folder: a run of the same name and settings is run once for all of them.
-Each (run, seed) gets a folder ``<runs_dir>/<run>/seed<seed>/`` holding its config, its log and its result file.
+Each (run, seed) gets a folder ``<runs_dir>/<run>/seed<seed>/`` holding its config, its log and its result file
+(``results/<runs_folder>/<dataset>``, ``runs_folder`` from the plan, default ``benchmark``).
 A rerun skips the runs already finished with the same config (an interrupted benchmark resumes), retries the
 failed ones, and a failed run leaves its error for the table. Any other ``--key=value`` applies to every run.
+``--tuned_dir=results/tune`` gives each run its model's best settings from ``--tune`` (under the run's own), so
+that every model of the head-to-head runs with the result of the same search budget; the table says which.
 Outputs, rebuilt from the result files each time: ``<output_dir>/<dataset>.md`` (mean ± std over seeds),
 ``<dataset>-runs.csv`` (one row per run), ``<dataset>-curves.csv`` and ``<dataset>.png`` (metrics, and validation
 NDCG@20 against wall time).
@@ -32,12 +35,14 @@ from recbole_lumos.augment.settings import view_seed
 from recbole_lumos.errors import LumosError
 from recbole_lumos.registry import plugin_models
 from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, prepare_views
+from recbole_lumos.significance import PER_USER_METRICS, load_per_user, paired_comparison
 
 CURVE_METRIC = "ndcg@20"
 # what a run measured beyond its metrics: a column wherever some run has it (DP runs, LUMOS's head diagnostics)
 EXTRA_COLUMNS = {"epsilon": "DP epsilon", "head_drift": "Head drift", "heads_trained": "Heads trained",
                  "tri_loss": "L_tri (trained head)", "tri_loss_initial_head": "L_tri (initial head)"}
 LOCATION_KEYS = {"results_dir", "checkpoint_dir"}  # where a run's files go, not what it computes
+UNTUNED = "package defaults"
 NOTES_START, NOTES_END = "<!-- notes: kept when the file is rebuilt -->", "<!-- /notes -->"
 
 
@@ -59,6 +64,8 @@ def load_plan(path, only=None, seeds=None):
     runs = plan.get("runs") or {}
     if not isinstance(runs, dict) or any(not isinstance(s, dict) or "model" not in s for s in runs.values()):
         raise LumosError(f"{path}: 'runs' must map each run name to settings with a 'model' key")
+    if plan.get("reference") is not None and plan["reference"] not in runs:
+        raise LumosError(f"{path}: reference '{plan['reference']}' is not one of its runs: {', '.join(runs)}")
     if only:
         unknown = [name for name in only if name not in runs]
         if unknown:
@@ -78,18 +85,32 @@ def run_config(settings, common, seed, folder):
             "checkpoint_dir": os.path.join(folder, "saved"), "show_progress": False, "views_fallback": False}
 
 
+def tuned_settings(tuned_dir, model, dataset):
+    """(settings, where they came from): ``<tuned_dir>/<Model>-<dataset>/best.yaml`` as ``--tune`` writes it, or
+    ({}, UNTUNED) without one."""
+    path = os.path.join(tuned_dir, f"{model}-{dataset}", "best.yaml") if tuned_dir else None
+    if not (path and os.path.isfile(path)):
+        return {}, UNTUNED
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    heading = text.splitlines()[0].lstrip("# ").split(":")[0]  # "Best of 8 trials of LUMOS on ml-100k"
+    return yaml.safe_load(text) or {}, f"{heading} ({os.path.relpath(path)})"
+
+
 def result_file(folder):
     files = sorted(glob.glob(os.path.join(folder, "*", "*.json")), key=os.path.getmtime)
     return files[-1] if files else None
 
 
 # ------------------------------------------------------------------------------------------------- one run
-def run_one(model, dataset, config, folder, threads, config_files=()):
+def run_one(model, dataset, config, folder, threads, config_files=(), tuning=UNTUNED):
     """Run one (run, seed) in a child process (own memory peak, own crash); returns None or the error line."""
     os.makedirs(folder, exist_ok=True)
     config_path = os.path.join(folder, "config.yaml")
     with open(config_path, "w", encoding="utf-8") as f:
         yaml.safe_dump(config, f, sort_keys=True)
+    with open(os.path.join(folder, "tuning.txt"), "w", encoding="utf-8") as f:
+        f.write(tuning + "\n")  # for the table: where its settings came from
     for stale in (os.path.join(folder, "error.txt"), result_file(folder)):
         if stale and os.path.exists(stale):
             os.remove(stale)
@@ -146,25 +167,29 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     only = [n.strip() for n in only.split(",")] if isinstance(only, str) else only
     runs, seeds = load_plan(plan_file, only, settings.pop("seeds", None))
     workers = _count(settings.pop("workers", 1), "workers")
-    runs_dir = os.path.abspath(settings.pop("runs_dir", os.path.join("results", "benchmark", dataset)))
+    with open(plan_file, encoding="utf-8") as f:  # a plan whose runs must not mix with the others' has its own folder
+        runs_folder = (yaml.safe_load(f) or {}).get("runs_folder", "benchmark")
+    runs_dir = os.path.abspath(settings.pop("runs_dir", os.path.join("results", runs_folder, dataset)))
     output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("docs", "benchmarks")))
     threads = _count(settings.pop("threads", max(1, (os.cpu_count() or 1) // workers)), "threads")  # torch threads per run
     config_files = [os.path.abspath(path) for path in config_files]
     report_only = settings.pop("report_only", False)  # rebuild the table, plot and CSVs from the runs on disk
+    tuned_dir = settings.pop("tuned_dir", None)  # each model's best settings from its own Ray Tune search
 
     jobs = []
     for name, model, run_settings in runs:
+        tuned, tuning = tuned_settings(tuned_dir, model, dataset)
         for seed in seeds:
             folder = os.path.join(runs_dir, name, f"seed{seed}")
-            config = run_config(run_settings, settings, seed, folder)
+            config = run_config({**tuned, **run_settings}, settings, seed, folder)  # the run's own settings win
             if not (report_only or is_finished(folder, config)):
-                jobs.append((name, model, config, folder))
+                jobs.append((name, model, config, folder, tuning))
     print(f"benchmark on {dataset}: {len(runs)} runs x {len(seeds)} seeds, {len(jobs)} to do "
           f"({len(runs) * len(seeds) - len(jobs)} already finished), {workers} at a time; files in {runs_dir}")
 
     # Views are generated once, before any run starts: parallel runs (and runs of the same seed) then only read them
     prepared = set()
-    for name, model, config, folder in jobs:
+    for name, model, config, folder, _ in jobs:
         attack = config.get("attack", "none")
         key = (model, config.get("views"), view_seed(config), config.get("noise_ratio"),  # the runs sharing views:
                attack, config.get("attack_fraction"), config["seed"] if attack != "none" else None)  # fakes: per seed
@@ -180,8 +205,8 @@ def benchmark(dataset, settings, config_files=(), argv=()):
 
     with tqdm(total=len(jobs), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
         def job(args):
-            name, model, config, folder = args
-            error = run_one(model, dataset, config, folder, threads, config_files)
+            name, model, config, folder, tuning = args
+            error = run_one(model, dataset, config, folder, threads, config_files, tuning)
             bar.set_postfix_str(f"{name} seed {config['seed']}: {'failed' if error else 'done'}")
             bar.update(1)
             return name, config["seed"], error
@@ -203,6 +228,10 @@ def collect(runs, seeds, runs_dir):
             folder = os.path.join(runs_dir, name, f"seed{seed}")
             row = {"run": name, "model": model, "seed": seed, "status": "not run"}
             path = result_file(folder)
+            tuning = os.path.join(folder, "tuning.txt")
+            if os.path.isfile(tuning):
+                with open(tuning, encoding="utf-8") as f:
+                    row["tuning"] = f.read().strip()
             if path:
                 with open(path, encoding="utf-8") as f:
                     result = json.load(f)
@@ -211,6 +240,8 @@ def collect(runs, seeds, runs_dir):
                            wall_time_s=result["wall_time_s"], time_to_best_s=result.get("time_to_best_s"),
                            peak_memory_mb=result["peak_memory_mb"], device=result.get("device", ""),
                            epsilon=(result.get("privacy") or {}).get("epsilon"), **result.get("diagnostics", {}),
+                           epochs_run=max((e for _, e, _ in result.get("valid_curve", [])), default=None),
+                           epoch_budget=result.get("config", {}).get("epochs"),
                            versions=result.get("versions", ""),
                            result_file=os.path.relpath(path, runs_dir))
                 curves += [{"run": name, "seed": seed, "seconds": s, "epoch": e, f"valid_{CURVE_METRIC}": v}
@@ -231,21 +262,60 @@ def mean_std(values, digits):
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def summary_table(runs, rows):
+def reference_comparisons(reference, runs, rows, runs_dir):
+    """{run: [cell per PER_USER_METRICS]}: the reference's mean against the run's, '+6.3 % (p 0.024)', paired over
+    the (seed, test user) pairs where both finished (Wilcoxon signed-rank, recbole_lumos/significance.py)."""
+    def per_user(run):
+        found = {r["seed"]: load_per_user(os.path.join(runs_dir, r["result_file"]))
+                 for r in rows if r["run"] == run and r["status"] == "ok"}
+        return {seed: values for seed, values in found.items() if values is not None}
+
+    mine = per_user(reference)
+    cells = {}
+    for name, _, _ in runs:
+        theirs = per_user(name)
+        seeds = sorted(set(mine) & set(theirs))
+        if name == reference or not seeds:
+            cells[name] = ["" if name == reference else "n/a"] * len(PER_USER_METRICS)
+            continue
+        cells[name] = []
+        for metric in PER_USER_METRICS:
+            difference, p = paired_comparison(np.concatenate([mine[s][metric] for s in seeds]),
+                                              np.concatenate([theirs[s][metric] for s in seeds]))
+            cells[name].append(f"{difference:+.1%} (p {p:.2g}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+    return cells
+
+
+def budget_used(rows):
+    """'180-260 / 1000': the last evaluated epoch (or round) over the seeds, against the budget (``epochs``)."""
+    run = sorted({r["epochs_run"] for r in rows if r.get("epochs_run") is not None})
+    budget = sorted({r["epoch_budget"] for r in rows if r.get("epoch_budget") is not None})
+    if not run:
+        return ""
+    span = str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
+    return f"{span} / {'/'.join(map(str, budget))}"
+
+
+def summary_table(runs, rows, comparisons=None, reference=None):
     # ER@K exists only in runs under an attack (or report_exposure), epsilon in DP runs: a column where a run has it
     rows_here = [r for r in rows if r["run"] in {name for name, _, _ in runs}]
     metrics = [m for m in REPORTED_METRICS if any(r.get(m) is not None for r in rows_here)]
     extras = [k for k in EXTRA_COLUMNS if any(r.get(k) is not None for r in rows_here)]
-    head = ["Run", "Model", "Seeds", *(m.upper().replace("HIT", "HR") for m in metrics),
-            "Valid NDCG@20", *(EXTRA_COLUMNS[k] for k in extras), "Wall time (s)", "Peak memory (MB)"]
+    versus = [f"{reference} vs run, {m.upper().replace('HIT', 'HR')}" for m in PER_USER_METRICS] if comparisons else []
+    tuned = any(r.get("tuning", UNTUNED) != UNTUNED for r in rows)  # in every table once some run was tuned
+    head = ["Run", "Model", "Seeds", *(m.upper().replace("HIT", "HR") for m in metrics), *versus,
+            "Valid NDCG@20", *(EXTRA_COLUMNS[k] for k in extras), "Epochs or rounds run / budget",
+            *(["Settings"] if tuned else []), "Wall time (s)", "Peak memory (MB)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, model, _ in runs:
         mine = [r for r in rows if r["run"] == name]
         ok = [r for r in mine if r["status"] == "ok"]
         cells = [name, model, f"{len(ok)}/{len(mine)}"]
         cells += [mean_std([r[m] for r in ok], 4) for m in metrics]
+        cells += comparisons[name] if comparisons else []
         cells += [mean_std([r[f"valid_{CURVE_METRIC}"] for r in ok], 4)]
         cells += [mean_std([r.get(k) for r in ok], 3) for k in extras]
+        cells += [budget_used(ok)] + ([" / ".join(sorted({r.get("tuning", UNTUNED) for r in ok}))] if tuned else [])
         cells += [mean_std([r["wall_time_s"] for r in ok], 0), mean_std([r["peak_memory_mb"] for r in ok], 0)]
         errors = sorted({r["error"] for r in mine if r["status"] == "failed"})
         if errors and not ok:
@@ -271,15 +341,15 @@ def kept_notes(path):
     return text[start + len(NOTES_START): end].strip() if 0 <= start < end else "(none yet)"
 
 
-def sectioned_tables(sections, runs, rows):
+def sectioned_tables(sections, runs, rows, comparisons=None, reference=None):
     """One table, or one per section of the plan (``sections: {title: [run names]}``) for the runs present."""
     if not sections:
-        return summary_table(runs, rows)
+        return summary_table(runs, rows, comparisons, reference)
     parts = []
     for title, names in sections.items():
         mine = [run for run in runs if run[0] in names]
         if mine:
-            parts += [f"### {title}", "", summary_table(mine, rows), ""]
+            parts += [f"### {title}", "", summary_table(mine, rows, comparisons, reference), ""]
     return "\n".join(parts).rstrip()
 
 
@@ -288,7 +358,9 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file)
     with open(plan_file, encoding="utf-8") as f:
         plan = yaml.safe_load(f) or {}
     title = (plan.get("title") or "Benchmark on {dataset}").format(dataset=dataset)
-    tables = sectioned_tables(plan.get("sections"), runs, rows)
+    reference = plan.get("reference")  # the run every other is tested against (paired, per test user)
+    comparisons = reference_comparisons(reference, runs, rows, runs_dir) if reference else None
+    tables = sectioned_tables(plan.get("sections"), runs, rows, comparisons, reference)
     os.makedirs(output_dir, exist_ok=True)
     md, runs_csv = os.path.join(output_dir, f"{dataset}.md"), os.path.join(output_dir, f"{dataset}-runs.csv")
     curves_csv, png = os.path.join(output_dir, f"{dataset}-curves.csv"), os.path.join(output_dir, f"{dataset}.png")
@@ -302,7 +374,10 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file)
         f"Test metrics, mean ± standard deviation (n-1) over seeds {', '.join(map(str, seeds))}; chronological "
         "leave-one-out, full ranking, model selection on validation NDCG@20 (`properties/overall.yaml`). "
         "Wall time is the whole run (data loading, training, evaluation) in its own process; peak memory is that "
-        "process's maximum resident set (or GPU allocation, whichever is larger).",
+        "process's maximum resident set (or GPU allocation, whichever is larger)."
+        + (f" '{reference} vs run': how far {reference}'s mean is above the run's (relative difference) and the "
+           "p-value of a paired Wilcoxon signed-rank test over the test users of the seeds both runs finished "
+           "(recbole_lumos/significance.py); p >= 0.05 reads as inside the noise." if reference else ""),
         "",
         tables,
         "",

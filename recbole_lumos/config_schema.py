@@ -89,6 +89,7 @@ RULES = {
     "sum_cohort_updates": FLAG,
     "cohort_size": at_least(1),
     "checkpoint_step": at_least(1, optional=True),
+    "valid_smoothing": at_least(1),
     # robust aggregation, DP-FedAvg, noisy and malicious clients
     "trim_ratio": Rule(float, lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
     "krum_byzantine": at_least(0),

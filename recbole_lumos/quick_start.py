@@ -21,6 +21,7 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_lumos import config_schema, paths, registry
 from recbole_lumos.data.atomic import check_loaded_columns, ensure_dataset
 from recbole_lumos.errors import LumosError
+from recbole_lumos.significance import evaluate_per_user, save_per_user
 
 PROPERTIES = str(paths.PROPERTIES)
 REPORTED_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20", "er@10", "er@20")  # ER: under an attack only
@@ -235,7 +236,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
             raise
         raise LumosError(f"training diverged ({e}): the learning rate is likely too high "
                          f"(learning_rate {config['learning_rate']}): lower it") from None
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result, test_per_user = evaluate_per_user(trainer, test_data, load_best_model=saved,
+                                                   show_progress=config["show_progress"])
 
     result = {
         "model": config["model"],
@@ -259,6 +261,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
     if getattr(trainer, "diagnostics", None):
         result["diagnostics"] = trainer.diagnostics
     result["result_file"] = write_result_file(config, result)
+    save_per_user(result["result_file"], test_per_user)  # what a paired test against another run compares
     logger.info(set_color("best valid ", "yellow") + f": {format_metrics(result['best_valid_result'])}")
     logger.info(set_color("test result", "yellow") + f": {format_metrics(result['test_result'])}")
     if privacy is not None:

@@ -4,7 +4,8 @@
 client side (data, views, private parameters, local training) in ``federated/client.py``; this module runs the
 rounds, evaluates, logs (RecBole's logger and TensorBoard tags), checkpoints and stops a diverging run.
 ``federated: False`` trains the same model centrally (epochs over batches of users): LUMOS centralised, CL4SRec.
-Evaluation, early stopping on ``valid_metric`` and the best-model file are RecBole's. A checkpoint is written
+Evaluation, early stopping on ``valid_metric`` and the best-model file are RecBole's
+(``valid_smoothing: k`` applies the stopping rule to the mean of the last k validations). A checkpoint is written
 after every round: rerunning the same command resumes from it with the same result.
 """
 import hashlib
@@ -35,6 +36,7 @@ class FederatedTrainer(Trainer):
         if self.federated:  # the server optimizer sees the shared parameters only
             self.optimizer = self._build_optimizer(params=list(self.shared.values()))
         self.checkpoint_step = config["checkpoint_step"] or config["eval_step"]
+        self.valid_smoothing, self.valid_scores = config["valid_smoothing"], []
         self.resume_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self._run_key()}.resume.pth")
 
     def _run_key(self):
@@ -101,6 +103,7 @@ class FederatedTrainer(Trainer):
             "private_bank": self.clients.private_bank,
             "best_valid_score": self.best_valid_score,
             "best_valid_result": self.best_valid_result,
+            "valid_scores": self.valid_scores,
             "cur_step": self.cur_step,
             "saved_model_file": self.saved_model_file,
             "bytes": self._bytes(),
@@ -118,6 +121,7 @@ class FederatedTrainer(Trainer):
         self.optimizer.load_state_dict(state["optimizer"])
         self.clients.private_bank = state["private_bank"]
         self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
+        self.valid_scores = state["valid_scores"]
         self.cur_step, self.saved_model_file = state["cur_step"], state["saved_model_file"]
         if self.federated:
             self.server.bytes_down, self.server.bytes_up = state["bytes"]
@@ -186,8 +190,11 @@ class FederatedTrainer(Trainer):
             stop = False
             if valid_data is not None and (round_idx + 1) % self.eval_step == 0:
                 valid_score, valid_result = self._valid_epoch(valid_data)
+                self.valid_scores.append(valid_score)
+                recent = self.valid_scores[-self.valid_smoothing:]  # stopping and the best model follow the
+                smoothed = sum(recent) / len(recent)  # smoothed curve: one lucky evaluation does not pick the model
                 self.best_valid_score, self.cur_step, stop, improved = early_stopping(
-                    valid_score, self.best_valid_score, self.cur_step, self.stopping_step, self.valid_metric_bigger
+                    smoothed, self.best_valid_score, self.cur_step, self.stopping_step, self.valid_metric_bigger
                 )
                 if improved:
                     self.best_valid_result = valid_result
@@ -201,7 +208,9 @@ class FederatedTrainer(Trainer):
                 if verbose:
                     self.logger.info(
                         f"{unit} {round_idx + 1}: rec loss {rec:.4f} tri loss {tri:.4f} | "
-                        f"valid {self.valid_metric} {valid_score:.4f} (best {self.best_valid_score:.4f}) | "
+                        f"valid {self.valid_metric} {valid_score:.4f}"
+                        + (f" (mean of the last {self.valid_smoothing} {smoothed:.4f}," if self.valid_smoothing > 1 else " (")
+                        + f" best {self.best_valid_score:.4f}) | "
                         f"{(time.time() - interval_start) / self.eval_step:.2f} s/{unit}"
                         + (f" | per round: {self.server.per_round} clients, {down:.2f} MiB down, {up:.2f} MiB up" if self.federated else "")
                     )

@@ -1,9 +1,12 @@
 """--benchmark: every (run, seed) in its own process, a table of mean ± std, error rows, resume."""
 import csv
+import glob
+import json
 import os
 
 import numpy as np
 import yaml
+from scipy.stats import wilcoxon
 
 import run_lumos
 from tests.conftest import tiny_settings
@@ -66,7 +69,9 @@ def test_benchmark_refuses_an_unknown_run(tiny_data, in_tmp, capsys):
 
 SECTIONED_PLAN = """
 title: "Study on {dataset}"
+runs_folder: study
 seeds: [1]
+reference: FedSASRec
 sections:
   "Plain": [FedSASRec]
   "With views and DP": [LUMOS, LUMOS-dp]
@@ -80,9 +85,17 @@ runs:
 def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_measured(tiny_data, in_tmp):
     (in_tmp / "plan.yaml").write_text(SECTIONED_PLAN)
     (in_tmp / "tiny.yaml").write_text(yaml.safe_dump(tiny_settings(tiny_data)))
+    (in_tmp / "tuned" / "FedSASRec-tiny").mkdir(parents=True)  # as --tune writes it
+    (in_tmp / "tuned" / "FedSASRec-tiny" / "best.yaml").write_text(
+        "# Best of 2 trials of FedSASRec on tiny: valid_ndcg@20 0.1000\nlocal_learning_rate: 0.05\n")
     args = ["--benchmark", "--dataset=tiny", "--benchmark_file=plan.yaml", "--config_files=tiny.yaml", "--workers=2",
-            "--runs_dir=runs", "--output_dir=out"]
+            "--output_dir=out", "--tuned_dir=tuned"]  # runs go to results/<the plan's runs_folder>/tiny
     assert run_lumos.main(args) == 0
+    # a tuned model runs with its search's best settings, the others with the package's; the table says which
+    with open(in_tmp / "results" / "study" / "tiny" / "FedSASRec" / "seed1" / "config.yaml") as f:
+        assert yaml.safe_load(f)["local_learning_rate"] == 0.05
+    with open(in_tmp / "results" / "study" / "tiny" / "LUMOS" / "seed1" / "config.yaml") as f:
+        assert "local_learning_rate" not in yaml.safe_load(f)
     text = (in_tmp / "out" / "tiny.md").read_text()
     assert text.startswith("# Study on tiny\n")
     plain, views = text.split("### Plain")[1].split("### With views and DP")
@@ -93,17 +106,48 @@ def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_meas
     epsilon = float(dp_row.split(" | ")[header.split(" | ").index("DP epsilon")])
     assert 3.98 <= epsilon <= 4.0  # the whole round budget ran (no early stop in 2 rounds): the target is spent
 
+    # Every run wrote its test users' own values (their mean is its reported metric); the reference column is the
+    # paired Wilcoxon test over them
+    def per_user(run):
+        [result] = glob.glob(str(in_tmp / "results" / "study" / "tiny" / run / "seed1" / "*" / "*.json"))
+        with open(result) as f:
+            reported = json.load(f)["test_result"]
+        values = np.load(result.replace(".json", ".per_user.npz"))
+        assert np.isclose(values["ndcg@20"].mean(), reported["ndcg@20"], atol=1e-4)
+        assert np.isclose(values["hit@20"].mean(), reported["hit@20"], atol=1e-4)
+        return values
+
+    reference, lumos = per_user("FedSASRec"), per_user("LUMOS")
+    assert len(reference["ndcg@20"]) == len(lumos["ndcg@20"]) > 10  # one value per test user
+    header = next(line for line in views.splitlines() if line.startswith("| Run ")).split(" | ")
+    assert "FedSASRec vs run, NDCG@20" in header and "FedSASRec vs run, HR@20" in header
+    row = next(line for line in views.splitlines() if line.startswith("| LUMOS |")).split(" | ")
+    expected_p = wilcoxon(reference["ndcg@20"], lumos["ndcg@20"]).pvalue
+    relative = (reference["ndcg@20"].mean() - lumos["ndcg@20"].mean()) / lumos["ndcg@20"].mean()
+    assert row[header.index("FedSASRec vs run, NDCG@20")] == f"{relative:+.1%} (p {expected_p:.2g}, 1 seed)"
+    assert row[header.index("Epochs or rounds run / budget")] == "2 / 2"  # which budget each row had
+    assert row[header.index("Settings")] == "package defaults"
+    plain_header = next(line for line in plain.splitlines() if line.startswith("| Run ")).split(" | ")
+    fed_row = next(line for line in plain.splitlines() if line.startswith("| FedSASRec |")).split(" | ")
+    assert fed_row[plain_header.index("Settings")].startswith("Best of 2 trials of FedSASRec on tiny")
+
 
 def test_shipped_plans_name_only_their_own_runs():
     from recbole_lumos.benchmark import load_plan, plan_path
+    from recbole_lumos.paths import PROPERTIES
 
-    for name in ("head-study", "robustness"):
+    for name in ("head-study", "robustness", "head-to-head"):
         path = plan_path(name)
         runs, seeds = load_plan(path)
         with open(path) as f:
             sections = yaml.safe_load(f).get("sections") or {}
         assert seeds == [2020, 2021, 2022] and runs
         assert {n for names in sections.values() for n in names} <= {name for name, _, _ in runs}
+    # the head-to-head compares the default plan's runs, in a folder of its own (other budgets, tuned settings)
+    default_runs = {(name, model) for name, model, _ in load_plan(str(PROPERTIES / "benchmark.yaml"))[0]}
+    assert {(name, model) for name, model, _ in load_plan(plan_path("head-to-head"))[0]} == default_runs
+    with open(plan_path("head-to-head")) as f:
+        assert yaml.safe_load(f)["runs_folder"] != "benchmark"
 
 
 def test_benchmark_refuses_a_bad_worker_or_thread_count_in_one_line(in_tmp, capsys):

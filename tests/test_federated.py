@@ -304,3 +304,23 @@ def test_projection_head_modes_share_what_they_say(tiny_data, in_tmp, head):
         assert "head_drift" not in found and found["tri_loss"] == found["tri_loss_initial_head"]
     else:  # every client trained once (client_fraction 1): each head moved
         assert found["head_drift"] > 0 and found["heads_trained"] == 1.0
+
+
+@pytest.mark.parametrize("smoothing, best_eval, evals_run", [(1, 2, 5), (3, 6, 9)])
+def test_early_stopping_follows_the_smoothed_validation_curve(tiny_data, in_tmp, smoothing, best_eval, evals_run):
+    """One lucky evaluation (the 2nd) picks the model under RecBole's rule; the mean of the last 3 picks the 6th
+    (trailing means 0.10 0.30 0.23 0.30 0.25 0.33 0.27 0.18 0.10) and stops 3 evaluations after it."""
+    scores = [0.10, 0.50, 0.10, 0.30, 0.35, 0.35, 0.10, 0.10, 0.10, 0.10]
+    _, train, valid, _, _, trainer = setup_model(tiny_data, epochs=len(scores), stopping_step=2,
+                                                 valid_smoothing=smoothing)
+    evals = iter(range(1, len(scores) + 1))
+
+    def scripted_validation(valid_data, show_progress=False):
+        n = next(evals)
+        return scores[n - 1], {"ndcg@20": scores[n - 1], "evaluation": n}
+
+    trainer._valid_epoch = scripted_validation
+    trainer.fit(train, valid, saved=False)
+    assert trainer.best_valid_result["evaluation"] == best_eval
+    assert trainer.rounds_run == evals_run  # eval_step 1: one evaluation a round
+    assert trainer.best_valid_score == pytest.approx(np.mean(scores[max(0, best_eval - smoothing):best_eval]))

@@ -5,7 +5,10 @@ import pytest
 import yaml
 
 import run_lumos
+from recbole_lumos.benchmark import load_plan
 from recbole_lumos.errors import LumosError
+from recbole_lumos.paths import PROPERTIES
+from recbole_lumos.quick_start import build_config
 from recbole_lumos.tune import load_search_space
 from tests.conftest import tiny_settings
 
@@ -49,3 +52,16 @@ def test_an_unknown_model_is_named_before_its_search_space_is_looked_for(capsys)
     assert run_lumos.main(["--tune", "--model=NoSuchRec"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Unknown model 'NoSuchRec'" in err
+
+
+def test_every_model_of_the_head_to_head_has_a_search_space_with_the_same_trial_budget():
+    """Fair baselines (issue 10): each benchmark model is tuned with its own space and the same number of trials,
+    over keys the model actually has."""
+    models = {model for _, model, _ in load_plan(str(PROPERTIES / "benchmark.yaml"))[0]}
+    budgets = {}
+    for model in models:
+        space, settings = load_search_space(str(PROPERTIES / "search" / f"{model}.yaml"))
+        budgets[model] = settings["num_samples"]
+        defaults = build_config(model, "ml-100k").final_config_dict
+        assert space and set(space) <= set(defaults), model
+    assert len(set(budgets.values())) == 1, budgets
