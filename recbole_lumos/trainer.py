@@ -209,8 +209,8 @@ class FederatedTrainer(Trainer):
                     self.logger.info(
                         f"{unit} {round_idx + 1}: rec loss {rec:.4f} tri loss {tri:.4f} | "
                         f"valid {self.valid_metric} {valid_score:.4f}"
-                        + (f" (mean of the last {self.valid_smoothing} {smoothed:.4f}," if self.valid_smoothing > 1 else " (")
-                        + f" best {self.best_valid_score:.4f}) | "
+                        + (f" (mean of the last {self.valid_smoothing} {smoothed:.4f}, " if self.valid_smoothing > 1 else " (")
+                        + f"best {self.best_valid_score:.4f}) | "
                         f"{(time.time() - interval_start) / self.eval_step:.2f} s/{unit}"
                         + (f" | per round: {self.server.per_round} clients, {down:.2f} MiB down, {up:.2f} MiB up" if self.federated else "")
                     )
