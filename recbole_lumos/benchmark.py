@@ -5,7 +5,8 @@
     python run_lumos.py --benchmark --dataset=ml-100k --benchmark_file=robustness --output_dir=docs/robustness
 
 Plans: ``properties/benchmark.yaml`` (the default), ``properties/plans/<name>.yaml`` (``--benchmark_file=<name>``) or
-any path. All plans share the runs folder: a run of the same name and settings is run once for all of them.
+any path. Plans share a runs folder unless they name their own (``runs_folder``): a run of the same name and
+settings is run once for all the plans that share it.
 Each (run, seed) gets a folder ``<runs_dir>/<run>/seed<seed>/`` holding its config, its log and its result file
 (``results/<runs_folder>/<dataset>``, ``runs_folder`` from the plan, default ``benchmark``).
 A rerun skips the runs already finished with the same config (an interrupted benchmark resumes), retries the
@@ -54,9 +55,8 @@ def plan_path(name):
     return os.path.join(PROPERTIES, "plans", f"{name}.yaml")
 
 
-def load_plan(path, only=None, seeds=None):
-    """[(run name, model, settings)], seeds: from the plan file, narrowed to ``only`` (names) if given.
-    The plan's ``settings`` apply to every run, under each run's own."""
+def read_plan(path):
+    """A plan file's contents, checked: ``runs`` maps names to settings with a model, ``reference`` is one of them."""
     if not os.path.isfile(path):
         raise LumosError(f"Benchmark file {path} does not exist: check --benchmark_file")
     with open(path, encoding="utf-8") as f:
@@ -66,6 +66,13 @@ def load_plan(path, only=None, seeds=None):
         raise LumosError(f"{path}: 'runs' must map each run name to settings with a 'model' key")
     if plan.get("reference") is not None and plan["reference"] not in runs:
         raise LumosError(f"{path}: reference '{plan['reference']}' is not one of its runs: {', '.join(runs)}")
+    return plan
+
+
+def select_runs(plan, only=None, seeds=None):
+    """[(run name, model, settings)], seeds: the plan's, narrowed to ``only`` (names) and ``seeds`` if given.
+    The plan's ``settings`` apply to every run, under each run's own."""
+    runs = plan.get("runs") or {}
     if only:
         unknown = [name for name in only if name not in runs]
         if unknown:
@@ -165,10 +172,10 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     plan_file = plan_path(settings.pop("benchmark_file", os.path.join(PROPERTIES, "benchmark.yaml")))
     only = settings.pop("runs", None)
     only = [n.strip() for n in only.split(",")] if isinstance(only, str) else only
-    runs, seeds = load_plan(plan_file, only, settings.pop("seeds", None))
+    plan = read_plan(plan_file)
+    runs, seeds = select_runs(plan, only, settings.pop("seeds", None))
     workers = _count(settings.pop("workers", 1), "workers")
-    with open(plan_file, encoding="utf-8") as f:  # a plan whose runs must not mix with the others' has its own folder
-        runs_folder = (yaml.safe_load(f) or {}).get("runs_folder", "benchmark")
+    runs_folder = plan.get("runs_folder", "benchmark")  # a plan whose runs must not mix with the others' has its own
     runs_dir = os.path.abspath(settings.pop("runs_dir", os.path.join("results", runs_folder, dataset)))
     output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("docs", "benchmarks")))
     threads = _count(settings.pop("threads", max(1, (os.cpu_count() or 1) // workers)), "threads")  # torch threads per run
@@ -216,7 +223,7 @@ def benchmark(dataset, settings, config_files=(), argv=()):
                 if error:
                     tqdm.write(f"{name} seed {seed} failed: {error}")
     command = " ".join(["python run_lumos.py --benchmark", *(a for a in argv if not a.startswith("--report_only"))])
-    return write_report(dataset, runs, seeds, runs_dir, output_dir, command.strip(), plan_file)
+    return write_report(dataset, runs, seeds, runs_dir, output_dir, command.strip(), plan_file, plan)
 
 
 # ------------------------------------------------------------------------------------------------- the report
@@ -353,10 +360,8 @@ def sectioned_tables(sections, runs, rows, comparisons=None, reference=None):
     return "\n".join(parts).rstrip()
 
 
-def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file):
+def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file, plan):
     rows, curves = collect(runs, seeds, runs_dir)
-    with open(plan_file, encoding="utf-8") as f:
-        plan = yaml.safe_load(f) or {}
     title = (plan.get("title") or "Benchmark on {dataset}").format(dataset=dataset)
     reference = plan.get("reference")  # the run every other is tested against (paired, per test user)
     comparisons = reference_comparisons(reference, runs, rows, runs_dir) if reference else None

@@ -37,6 +37,8 @@ class FederatedTrainer(Trainer):
             self.optimizer = self._build_optimizer(params=list(self.shared.values()))
         self.checkpoint_step = config["checkpoint_step"] or config["eval_step"]
         self.valid_smoothing, self.valid_scores = config["valid_smoothing"], []
+        self.run_started = time.time()  # the run's clock (quick_start sets its own start): resumed sessions add up
+        self.valid_curve = []  # (seconds on that clock, round, valid score) at each validation, every session's
         self.resume_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self._run_key()}.resume.pth")
 
     def _run_key(self):
@@ -108,7 +110,8 @@ class FederatedTrainer(Trainer):
             "saved_model_file": self.saved_model_file,
             "bytes": self._bytes(),
             "time_to_best": self.time_to_best,
-            "elapsed": time.time() - self.fit_start,
+            "elapsed": time.time() - self.run_started,
+            "valid_curve": self.valid_curve,
         }
         torch.save(state, self.resume_file + ".tmp")
         os.replace(self.resume_file + ".tmp", self.resume_file)  # a kill mid-write leaves the last good one
@@ -125,7 +128,8 @@ class FederatedTrainer(Trainer):
         self.cur_step, self.saved_model_file = state["cur_step"], state["saved_model_file"]
         if self.federated:
             self.server.bytes_down, self.server.bytes_up = state["bytes"]
-        self.time_to_best, self.elapsed_before = state["time_to_best"], state["elapsed"]
+        self.time_to_best, self.valid_curve = state["time_to_best"], state.get("valid_curve", [])
+        self.run_started -= state["elapsed"]  # the clock goes on from where the killed session left it
         self.start_epoch = self.rounds_run = state["round"] + 1
         self.logger.info(set_color("Resuming", "yellow") + f" from {self.resume_file} after round {state['round'] + 1}")
 
@@ -142,7 +146,7 @@ class FederatedTrainer(Trainer):
             self.server = Server(self.shared, aggregator, self.optimizer, self.clients.num_clients, config["client_fraction"])
         topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
         self.exposure = Exposure(self.clients.targets, topk) if self.clients.targets is not None else None
-        self.time_to_best = self.elapsed_before = 0.0
+        self.time_to_best = 0.0
         self.rounds_run = 0
 
     def privacy(self):
@@ -175,7 +179,6 @@ class FederatedTrainer(Trainer):
         rounds = tqdm(range(self.start_epoch, self.epochs), desc=f"{config['model']} {unit}s", unit=unit,
                       initial=self.start_epoch, total=self.epochs, disable=not show_progress, dynamic_ncols=True)
         interval_start, interval_bytes = time.time(), self._bytes()
-        self.fit_start = time.time() - self.elapsed_before  # wall time counts across resumed sessions
         for round_idx in rounds:
             seed = config["seed"] * 1_000_003 + round_idx  # a round's randomness depends on (seed, round) only
             torch.manual_seed(seed)
@@ -191,6 +194,7 @@ class FederatedTrainer(Trainer):
             if valid_data is not None and (round_idx + 1) % self.eval_step == 0:
                 valid_score, valid_result = self._valid_epoch(valid_data)
                 self.valid_scores.append(valid_score)
+                self.valid_curve.append((round(time.time() - self.run_started, 2), round_idx + 1, valid_score))
                 recent = self.valid_scores[-self.valid_smoothing:]  # stopping and the best model follow the
                 smoothed = sum(recent) / len(recent)  # smoothed curve: one lucky evaluation does not pick the model
                 self.best_valid_score, self.cur_step, stop, improved = early_stopping(
@@ -198,7 +202,7 @@ class FederatedTrainer(Trainer):
                 )
                 if improved:
                     self.best_valid_result = valid_result
-                    self.time_to_best = time.time() - self.fit_start
+                    self.time_to_best = time.time() - self.run_started
                     if saved:
                         self._save_checkpoint(round_idx, verbose=False)
                 self.tensorboard.add_scalar("Vaild_score", valid_score, round_idx)  # RecBole's tag, spelling included

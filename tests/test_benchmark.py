@@ -133,19 +133,19 @@ def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_meas
 
 
 def test_shipped_plans_name_only_their_own_runs():
-    from recbole_lumos.benchmark import load_plan, plan_path
+    from recbole_lumos.benchmark import plan_path, read_plan, select_runs
     from recbole_lumos.paths import PROPERTIES
 
     for name in ("head-study", "robustness", "head-to-head"):
         path = plan_path(name)
-        runs, seeds = load_plan(path)
+        runs, seeds = select_runs(read_plan(path))
         with open(path) as f:
             sections = yaml.safe_load(f).get("sections") or {}
         assert seeds == [2020, 2021, 2022] and runs
         assert {n for names in sections.values() for n in names} <= {name for name, _, _ in runs}
     # the head-to-head compares the default plan's runs, in a folder of its own (other budgets, tuned settings)
-    default_runs = {(name, model) for name, model, _ in load_plan(str(PROPERTIES / "benchmark.yaml"))[0]}
-    assert {(name, model) for name, model, _ in load_plan(plan_path("head-to-head"))[0]} == default_runs
+    default_runs = {(name, model) for name, model, _ in select_runs(read_plan(str(PROPERTIES / "benchmark.yaml")))[0]}
+    assert {(name, model) for name, model, _ in select_runs(read_plan(plan_path("head-to-head")))[0]} == default_runs
     with open(plan_path("head-to-head")) as f:
         assert yaml.safe_load(f)["runs_folder"] != "benchmark"
 

@@ -175,6 +175,9 @@ def test_killed_run_resumes_with_the_same_result(tiny_data, in_tmp):
     resumed = run("LUMOS", "tiny", config_dict=dict(settings))
     assert resumed["test_result"] == reference["test_result"]
     assert resumed["best_valid_score"] == reference["best_valid_score"]
+    # the killed session's validations stay in the curve, and its time in the run's wall time
+    assert [(e, v) for _, e, v in resumed["valid_curve"]] == [(e, v) for _, e, v in reference["valid_curve"]]
+    assert resumed["wall_time_s"] >= resumed["valid_curve"][-1][0] >= resumed["valid_curve"][0][0] > 0
 
 
 @pytest.mark.parametrize("model", ["LUMOS", "FedSASRec", "FedCL4SRec", "CL4SRec"])

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 import run_lumos
-from recbole_lumos.benchmark import load_plan
+from recbole_lumos.benchmark import read_plan, select_runs
 from recbole_lumos.errors import LumosError
 from recbole_lumos.paths import PROPERTIES
 from recbole_lumos.quick_start import build_config
@@ -57,7 +57,7 @@ def test_an_unknown_model_is_named_before_its_search_space_is_looked_for(capsys)
 def test_every_model_of_the_head_to_head_has_a_search_space_with_the_same_trial_budget():
     """Fair baselines (issue 10): each benchmark model is tuned with its own space and the same number of trials,
     over keys the model actually has."""
-    models = {model for _, model, _ in load_plan(str(PROPERTIES / "benchmark.yaml"))[0]}
+    models = {model for _, model, _ in select_runs(read_plan(str(PROPERTIES / "benchmark.yaml")))[0]}
     budgets = {}
     for model in models:
         space, settings = load_search_space(str(PROPERTIES / "search" / f"{model}.yaml"))
