@@ -132,6 +132,7 @@ RULES = {
     "ray_address": OPTIONAL_TEXT,
     "llm_max_title_tokens": at_least(1),
     "llm_complete_titles": FLAG,
+    "llm_shortlist": at_least(0),
     "llm_do_sample": FLAG,
     "llm_temperature": positive(),
     "embedding_model": OPTIONAL_TEXT,

@@ -89,6 +89,25 @@ def test_llm_items_reach_the_tensors_the_losses_read_and_n_is_read_where_the_anc
         assert anchor[:2].tolist() == counterfactual[:2].tolist()  # differs only in the last k = 2 items
 
 
+def test_a_shortlist_keeps_each_view_near_or_far_from_the_history_in_the_embedding_space(make_builder):
+    """llm_shortlist: F and P items among the K nearest to the history's centroid, N among the K farthest, each
+    still named by the LLM (its share stays 1), and the views cached apart from the unshortlisted ones."""
+    from recbole_lumos.augment.item_space import ItemSpace, load_encoder
+
+    plain, short = make_builder(), make_builder(shortlist=4, encoder=load_encoder())
+    assert plain.cache().path != short.cache().path
+    views = short.build(HISTORIES)
+    check(views, HISTORIES)
+    assert all(short.stats()[f"{v}_llm_share"] == 1.0 for v in ("future", "rephrase", "counterfactual"))
+    space = ItemSpace.from_texts(tiny_catalogue().texts, load_encoder())
+    for client, history in HISTORIES.items():
+        named = records_of(short)[str(client)]["named"]
+        centroid = space.centroid(history, 0.9)
+        near, far = space.ranked(centroid, set(history), 4), space.ranked(centroid, set(history), 4, farthest=True)
+        assert set(named["future"] + named["rephrase"]) <= set(near)
+        assert set(named["counterfactual"]) <= set(far)
+
+
 def test_cache_is_reused_per_client(make_builder, monkeypatch):
     first = make_builder().build(HISTORIES)
     counting = CountingDecoder()

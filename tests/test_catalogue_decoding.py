@@ -59,11 +59,12 @@ def test_named_items_are_catalogue_items_outside_the_history_and_fill_the_plan(l
         assert len(set(first_nodes)) == len(first_nodes)  # no two titles of an answer start with the same token
 
 
-def replay_choices(model, tokenizer, decoder, prefix, suffix, plan, excluded):
+def replay_choices(model, tokenizer, decoder, prefix, suffix, plan, excluded, shortlists=None):
     """Rebuilds the answer's text from the named items and checks, with ONE uncached forward pass over the whole
     text, that at every title token the decoder took the model's argmax among the tokens it allowed (catalogue
-    titles outside the history and the answer, a first token not used by an earlier title of the answer)."""
-    [sections] = decoder.decode(prefix, [suffix], [plan], [excluded])
+    titles outside the history and the answer, inside the section's shortlist if any, a first token not used by an
+    earlier title of the answer)."""
+    [sections] = decoder.decode(prefix, [suffix], [plan], [excluded], shortlists=[shortlists] if shortlists else None)
     tokens, choice_points = list(prefix) + list(suffix), []
     named, first_tokens = set(excluded), set()
     for index, items in enumerate(sections):
@@ -73,8 +74,9 @@ def replay_choices(model, tokenizer, decoder, prefix, suffix, plan, excluded):
             if position:
                 tokens += decoder.separator
             node = 0
+            outside = set(range(len(TITLES))) - set(shortlists[index]) if shortlists else set()
             for token in decoder.trie.path[item][1:]:
-                choice_points.append((len(tokens), node, set(named), set(first_tokens)))
+                choice_points.append((len(tokens), node, set(named) | outside, set(first_tokens)))
                 node = token
                 tokens.append([t for t, child in decoder.trie.children[choice_points[-1][1]].items()
                                if child == node][0])
@@ -108,6 +110,27 @@ def test_each_title_token_is_the_models_argmax_among_allowed_tokens(llm):
     prefix, suffixes = prompts(tokenizer)
     sections = replay_choices(model, tokenizer, decoder, prefix, suffixes[0], [3, 2, 3], {3, 6})
     assert sum(map(len, sections)) == 8
+
+
+def test_with_shortlists_each_section_names_the_models_choice_among_its_own_items(llm):
+    model, tokenizer = llm
+    decoder = CatalogueDecoder(model, tokenizer, TITLES, LABELS, complete_titles=True)
+    prefix, suffixes = prompts(tokenizer)
+    shortlists = [[1, 2, 4, 5, 7, 9], [2, 4, 8, 10, 11], [12, 13, 14, 15, 17]]
+    sections = replay_choices(model, tokenizer, decoder, prefix, suffixes[0], [3, 2, 3], {3, 6}, shortlists)
+    assert [len(s) for s in sections] == [3, 2, 3]
+    assert all(set(items) <= set(short) for items, short in zip(sections, shortlists))
+
+
+def test_a_shortlist_too_short_for_its_section_passes_on_to_the_next(llm):
+    model, tokenizer = llm
+    decoder = CatalogueDecoder(model, tokenizer, TITLES, LABELS)
+    prefix, suffixes = prompts(tokenizer)
+    [sections] = decoder.decode(prefix, suffixes[:1], [[3, 3, 2]], [{2}],
+                                shortlists=[[[1, 2], [11, 12, 13, 14], [5, 9, 10]]])
+    assert sections[0] == [1]  # 2 is in the history: one item left to name
+    assert len(sections[1]) == 3 and set(sections[1]) <= {11, 12, 13, 14}
+    assert len(sections[2]) == 2 and set(sections[2]) <= {5, 9, 10}
 
 
 def test_batching_padding_and_prefix_cache_change_nothing(llm):

@@ -7,7 +7,7 @@ The answer has the labelled-lines shape of the prompt's few-shot example, e.g.
     UNLIKE: Emma; Babe
 The labels, separators and section breaks are written for the model; what it chooses are the title tokens, and
 where a title ends (a title that is a prefix of another). Items of the user's history and items already named are
-excluded by pruning the trie per row, and no two titles of an answer may start with the same token (a small LM
+excluded by pruning the trie per row (and, with a shortlist, every item outside a section's shortlist), and no two titles of an answer may start with the same token (a small LM
 otherwise copies its last title's first word: "Mad Love; Mad City; Mad Dog Time"). The cost per client is its own
 prompt tokens and its answer's title tokens:
     * the shared part of the prompt (system, few-shot example) is encoded once and reused from its KV cache;
@@ -47,16 +47,30 @@ class TitleTrie:
 
 
 class _Row:
-    """One client's answer being decoded: items asked per section, what it may not name, what it has named."""
+    """One client's answer being decoded: items asked per section, what it may not name, what it has named.
+    shortlists: per section, the only items it may name (None: any catalogue item)."""
 
-    def __init__(self, trie, plan, excluded, generator=None):
+    def __init__(self, trie, plan, excluded, generator=None, shortlists=None):
         self.trie, self.plan, self.generator = trie, plan, generator
+        self.shortlists = shortlists or [None] * len(plan)
+        self.pool = None  # the current section's shortlist, less what is excluded (None: no shortlist)
         self.excluded, self.excluded_below = set(), {}  # a node whose items are all excluded is dead
         for item in excluded:
             self.exclude(item)
         self.named = [[] for _ in plan]
         self.section, self.node, self.forced = 0, 0, []
         self.first_tokens = set()  # tokens that started a title of this answer
+        self.enter_section()
+
+    def enter_section(self):
+        """The items the current section may name: its shortlist's live ones, counted per trie node."""
+        shortlist = self.shortlists[self.section] if 0 <= self.section < len(self.plan) else None
+        self.pool, self.pool_below = None, {}
+        if shortlist is not None:
+            self.pool = {item for item in shortlist if item not in self.excluded and item in self.trie.path}
+            for item in self.pool:
+                for node in self.trie.path[item]:
+                    self.pool_below[node] = self.pool_below.get(node, 0) + 1
 
     def exclude(self, item):
         if item in self.excluded:
@@ -64,15 +78,22 @@ class _Row:
         self.excluded.add(item)
         for node in self.trie.path.get(item, ()):
             self.excluded_below[node] = self.excluded_below.get(node, 0) + 1
+        if self.pool and item in self.pool:
+            self.pool.discard(item)
+            for node in self.trie.path[item]:
+                self.pool_below[node] -= 1
 
     def live_below(self, node):
+        if self.pool is not None:
+            return self.pool_below.get(node, 0)
         return self.trie.size[node] - self.excluded_below.get(node, 0)
 
     def live_children(self, node):
         return [(token, child) for token, child in self.trie.children[node].items() if self.live_below(child)]
 
     def live_items(self, node):
-        return [item for item in self.trie.items[node] if item not in self.excluded]
+        return [item for item in self.trie.items[node]
+                if item not in self.excluded and (self.pool is None or item in self.pool)]
 
     def only_item_below(self, node):
         """The single live item below a node with one live item."""
@@ -117,12 +138,14 @@ class CatalogueDecoder:
 
     # ------------------------------------------------------------------------------------------ decoding
     @torch.no_grad()
-    def decode(self, prefix_ids, suffixes, plans, excluded, generators=None, temperature=1.0):
+    def decode(self, prefix_ids, suffixes, plans, excluded, generators=None, temperature=1.0, shortlists=None):
         """prefix_ids: the prompt tokens all rows share; suffixes: each row's own prompt tokens (history, request,
         the first label); plans: items per section per row; excluded: item sets a row may not name (its history);
-        generators: per-row torch.Generator to sample (None: greedy). Returns per row [[items] per section]."""
+        generators: per-row torch.Generator to sample (None: greedy); shortlists: per row, per section, the items
+        it may name (None: the whole catalogue). Returns per row [[items] per section]."""
         device = self.output_weight.device
-        rows = [_Row(self.trie, plan, ex, g) for plan, ex, g in zip(plans, excluded, generators or [None] * len(plans))]
+        rows = [_Row(self.trie, plan, ex, g, short) for plan, ex, g, short in
+                zip(plans, excluded, generators or [None] * len(plans), shortlists or [None] * len(plans))]
         for row in rows:
             if not row.plan[0]:  # nothing asked in the first section: go straight to the next label
                 row.section = -1
@@ -176,6 +199,7 @@ class CatalogueDecoder:
             if row.section > 0:
                 tokens += self.breaks[row.section - 1]
             if row.plan[row.section] > 0:
+                row.enter_section()
                 return tokens
             row.section += 1
         return []
@@ -210,9 +234,10 @@ class CatalogueDecoder:
             return None
         node = row.node
         children, ends = row.live_children(node), row.live_items(node)
-        if not children and not ends:  # the catalogue is exhausted for this row
-            row.section = len(row.plan)
-            return None
+        if not children and not ends:  # nothing left this section may name: on to the next one
+            row.node = 0
+            row.forced = self._next_section(row)
+            return row.forced.pop(0) if row.forced else None
         if node and not self.complete_titles and row.live_below(node) == 1:
             row.forced = self._after_item(row, row.only_item_below(node))
         elif not children:

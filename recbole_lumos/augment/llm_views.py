@@ -2,7 +2,10 @@
 
 Per client: one prompt (its recent training items as quoted lines, the few-shot example before them) -> the LLM
 writes NEXT / SIMILAR / UNLIKE lines whose titles are decoded inside a trie of the catalogue's titles
-(``catalogue_decoding``) -> F, P, N placed where the model reads them (``place_views``). Records go to an on-disk
+(``catalogue_decoding``) -> F, P, N placed where the model reads them (``place_views``). With ``llm_shortlist: K``
+the LLM chooses NEXT and SIMILAR among the K items nearest the history in the sentence-embedding space (the
+embedding views' recency-weighted centroid) and UNLIKE among the K farthest: the space brings the taste a small LM
+lacks (benchmarks/view_quality.py), the LLM still names every item. Records go to an on-disk
 cache keyed per client, so reruns are free, interrupted runs resume and one changed history regenerates one client.
 Batches run in this process or, with ``workers`` > 1 or a ``ray_address``, on Ray workers holding one LLM each.
 """
@@ -18,6 +21,7 @@ from recbole_lumos.augment.cache import ViewCache, cache_key
 from recbole_lumos.augment.catalogue import catalogue_from_dataset
 from recbole_lumos.augment.catalogue_decoding import CatalogueDecoder
 from recbole_lumos.augment.embedding_views import client_seed, require_text, view_shape
+from recbole_lumos.augment.item_space import ItemSpace, LazyEncoder
 from recbole_lumos.augment.llm_backend import LLMBackend, choose_dtype, weights_digest
 from recbole_lumos.augment.prompts import PromptBook, answer_title
 from recbole_lumos.augment.settings import setting, view_seed
@@ -30,9 +34,11 @@ class LLMViewBuilder(ViewBuilder):
 
     def __init__(self, catalogue, backend_options=None, prompts=None, shape=None, batch_size=32,
                  max_title_tokens=16, complete_titles=False, do_sample=False, temperature=0.7, lora_finetune=None,
-                 seed=0, cache_dir=None, dataset_name="", workers=1, ray_address=None):
+                 seed=0, cache_dir=None, dataset_name="", workers=1, ray_address=None, shortlist=0, encoder=None,
+                 recency_decay=0.9):
         """backend_options: LLMBackend's keyword arguments; lora_finetune: None or {steps, lr} to fine-tune a
-        fresh LoRA on each client's own prompt first; workers/ray_address: fan batches out on Ray."""
+        fresh LoRA on each client's own prompt first; workers/ray_address: fan batches out on Ray; shortlist: K
+        items per section from the sentence-embedding space (encoder, recency_decay), 0 = the whole catalogue."""
         require_text(catalogue, "llm", dataset_name)
         self.catalogue, self.seed, self.shape = catalogue, seed, shape or ViewShape()
         self.backend_options = dict(backend_options or {})
@@ -41,11 +47,13 @@ class LLMViewBuilder(ViewBuilder):
         self.decoding = dict(max_title_tokens=max_title_tokens, complete_titles=complete_titles)
         self.do_sample, self.temperature = do_sample, temperature
         self.lora_finetune, self.cache_dir, self.dataset_name = lora_finetune, cache_dir, dataset_name
+        self.shortlist, self.encoder, self.recency_decay = shortlist, encoder, recency_decay
+        self._space = None
         self._backend = self._decoder = self._prompt = None
         self._stats = {}
 
     def __getstate__(self):  # sent to Ray workers without the loaded model: each loads its own
-        return {**self.__dict__, "_backend": None, "_decoder": None, "_prompt": None}
+        return {**self.__dict__, "_backend": None, "_decoder": None, "_prompt": None, "_space": None}
 
     # Heavy parts load on first use: a fully cached run never loads the LLM.
     @property
@@ -81,6 +89,9 @@ class LLMViewBuilder(ViewBuilder):
         self.resolve_dtype()
         settings = dict(self.backend_options, **self.decoding, shape=vars(self.shape), do_sample=self.do_sample,
                         temperature=self.temperature, lora_finetune=self.lora_finetune)
+        if self.shortlist:  # keys of the views made before shortlists existed stay as they were
+            settings.update(shortlist=self.shortlist, recency_decay=self.recency_decay,
+                            encoder=str(getattr(self.encoder, "path", None) or "all-MiniLM-L6-v2"))
         for where in ("device", "cache_dir"):  # where it runs does not change the views
             settings.pop(where, None)
         key = cache_key(dataset=self.dataset_name, prompts=self.prompts.text, settings=settings, seed=self.seed,
@@ -152,6 +163,7 @@ class LLMViewBuilder(ViewBuilder):
         seeds = [client_seed(self.seed, client) for client in batch]
         generators = [torch.Generator().manual_seed(s) for s in seeds] if self.do_sample else [None] * len(seeds)
         excluded = [set(history) for history in batch.values()]
+        shortlists = [self.shortlists(history, views_of_section) for history in batch.values()] if self.shortlist else None
         before = self.decoder.tokens_processed
         if self.lora_finetune:  # one adapter per client: no batching
             named = []
@@ -159,9 +171,10 @@ class LLMViewBuilder(ViewBuilder):
                 self.backend.finetune(self.backend.tokenizer.decode(suffix), seed=seeds[row],
                                       **self.lora_finetune)
                 self.decoder.forget_prefix()  # the weights changed: the shared prefix is encoded anew
-                named += self.decoder.decode(prefix_ids, [suffix], [plan], [ex], [g], self.temperature)
+                named += self.decoder.decode(prefix_ids, [suffix], [plan], [ex], [g], self.temperature,
+                                             [shortlists[row]] if shortlists else None)
         else:
-            named = self.decoder.decode(prefix_ids, suffixes, plans, excluded, generators, self.temperature)
+            named = self.decoder.decode(prefix_ids, suffixes, plans, excluded, generators, self.temperature, shortlists)
         records = []
         for (client, history), sections, counts, seed in zip(batch.items(), named, asked, seeds):
             by_view = dict(zip(views_of_section, sections))
@@ -170,6 +183,17 @@ class LLMViewBuilder(ViewBuilder):
             records.append({"client": str(client), **{v: getattr(views, v) for v in VIEWS}, "named": by_view,
                             "asked": counts})
         return records, self.decoder.tokens_processed - before
+
+
+    def shortlists(self, history, views_of_section):
+        """Per answer section, the items it may name: the ``shortlist`` nearest the history's centroid in the
+        sentence-embedding space (F, P), or the farthest (N); never a history item."""
+        if self._space is None:
+            self._space = ItemSpace.from_texts(self.catalogue.texts, self.encoder or LazyEncoder())
+        centroid = self._space.centroid(list(history), self.recency_decay)
+        near = self._space.ranked(centroid, set(history), self.shortlist)
+        far = self._space.ranked(centroid, set(history), self.shortlist, farthest=True)
+        return [far if view == "counterfactual" else near for view in views_of_section]
 
 
 def build_llm_views(config, dataset):
@@ -185,4 +209,6 @@ def build_llm_views(config, dataset):
         complete_titles=setting(config, "llm_complete_titles"), do_sample=setting(config, "llm_do_sample"),
         temperature=setting(config, "llm_temperature"), lora_finetune=finetune, seed=view_seed(config),
         cache_dir=setting(config, "views_cache_dir"), dataset_name=config["dataset"] or "",
-        workers=setting(config, "llm_workers"), ray_address=setting(config, "ray_address"))
+        workers=setting(config, "llm_workers"), ray_address=setting(config, "ray_address"),
+        shortlist=setting(config, "llm_shortlist"), recency_decay=setting(config, "view_recency_decay"),
+        encoder=LazyEncoder(setting(config, "embedding_model"), setting(config, "llm_device")))
