@@ -35,6 +35,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from script_options import parse_options  # noqa: E402
 
 VIEWS = ("future", "rephrase", "counterfactual")
+LETTER = {"future": "F", "rephrase": "P", "counterfactual": "N"}
 
 
 def named_items(history, views):
@@ -62,8 +63,8 @@ def main(argv):
                             {"dataset": "ml-100k", "views": "llm,embedding", "ratios": "0,0.1,0.2,0.3", "users": "0"})
     settings = {k: yaml.safe_load(v) for k, _, v in (a.lstrip("-").partition("=") for a in argv) if k not in own}
     ratios, users = [float(r) for r in options["ratios"].split(",")], int(options["users"])
-    print(f"| views | r | noise in window | {' | '.join(f'{v[0].upper()} same as clean' for v in VIEWS)} | "
-          f"{' | '.join(f'{v[0].upper()} genre fit' for v in VIEWS)} | F - N genre fit |")
+    print(f"| views | r | noise in window | {' | '.join(f'{LETTER[v]} same as clean' for v in VIEWS)} | "
+          f"{' | '.join(f'{LETTER[v]} genre fit' for v in VIEWS)} | F - N genre fit |")
     print("|" + "---|" * 10)
     for kind in options["views"].split(","):
         config = build_config("LUMOS", options["dataset"], config_dict={**settings, "views": kind, "state": "WARNING"})

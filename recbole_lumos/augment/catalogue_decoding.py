@@ -7,9 +7,9 @@ The answer has the labelled-lines shape of the prompt's few-shot example, e.g.
     UNLIKE: Emma; Babe
 The labels, separators and section breaks are written for the model; what it chooses are the title tokens, and
 where a title ends (a title that is a prefix of another). Items of the user's history and items already named are
-excluded by pruning the trie per row (and, with a shortlist, every item outside a section's shortlist), and no two titles of an answer may start with the same token (a small LM
-otherwise copies its last title's first word: "Mad Love; Mad City; Mad Dog Time"). The cost per client is its own
-prompt tokens and its answer's title tokens:
+excluded by pruning the trie per row (with shortlists, so is every item outside the section's shortlist), and no
+two titles of an answer may start with the same token (a small LM otherwise copies its last title's first word:
+"Mad Love; Mad City; Mad Dog Time"). The cost per client is its own prompt tokens and its answer's title tokens:
     * the shared part of the prompt (system, few-shot example) is encoded once and reused from its KV cache;
     * logits are computed for the allowed tokens only, and only where the model has a choice;
     * a title stops once it names a single catalogue item (``complete_titles=False``, the default);

@@ -184,7 +184,6 @@ class LLMViewBuilder(ViewBuilder):
                             "asked": counts})
         return records, self.decoder.tokens_processed - before
 
-
     def shortlists(self, history, views_of_section):
         """Per answer section, the items it may name: the ``shortlist`` nearest the history's centroid in the
         sentence-embedding space (F, P), or the farthest (N); never a history item."""
