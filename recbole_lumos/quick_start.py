@@ -247,7 +247,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
         "best_valid_score": best_valid_score,
         "best_valid_result": dict(best_valid_result),
         "test_result": dict(test_result),
-        "wall_time_s": round(time.time() - getattr(trainer, "run_started", started), 1),  # earlier sessions too
+        "wall_time_s": round(time.time() - trainer.run_started, 1),  # the plugin's trainer: earlier sessions too
         "time_to_best_s": round(getattr(trainer, "time_to_best", float("nan")), 1),
         "peak_memory_mb": peak_memory_mb(),
         "checkpoint": trainer.saved_model_file if saved else None,

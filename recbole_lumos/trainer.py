@@ -36,7 +36,7 @@ class FederatedTrainer(Trainer):
         if self.federated:  # the server optimizer sees the shared parameters only
             self.optimizer = self._build_optimizer(params=list(self.shared.values()))
         self.checkpoint_step = config["checkpoint_step"] or config["eval_step"]
-        self.valid_smoothing, self.valid_scores = config["valid_smoothing"], []
+        self.valid_smoothing = config["valid_smoothing"]
         self.run_started = time.time()  # the run's clock (quick_start sets its own start): resumed sessions add up
         self.valid_curve = []  # (seconds on that clock, round, valid score) at each validation, every session's
         self.resume_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self._run_key()}.resume.pth")
@@ -105,7 +105,6 @@ class FederatedTrainer(Trainer):
             "private_bank": self.clients.private_bank,
             "best_valid_score": self.best_valid_score,
             "best_valid_result": self.best_valid_result,
-            "valid_scores": self.valid_scores,
             "cur_step": self.cur_step,
             "saved_model_file": self.saved_model_file,
             "bytes": self._bytes(),
@@ -124,7 +123,6 @@ class FederatedTrainer(Trainer):
         self.optimizer.load_state_dict(state["optimizer"])
         self.clients.private_bank = state["private_bank"]
         self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"]
-        self.valid_scores = state["valid_scores"]
         self.cur_step, self.saved_model_file = state["cur_step"], state["saved_model_file"]
         if self.federated:
             self.server.bytes_down, self.server.bytes_up = state["bytes"]
@@ -193,10 +191,10 @@ class FederatedTrainer(Trainer):
             stop = False
             if valid_data is not None and (round_idx + 1) % self.eval_step == 0:
                 valid_score, valid_result = self._valid_epoch(valid_data)
-                self.valid_scores.append(valid_score)
                 self.valid_curve.append((round(time.time() - self.run_started, 2), round_idx + 1, valid_score))
-                recent = self.valid_scores[-self.valid_smoothing:]  # stopping and the best model follow the
-                smoothed = sum(recent) / len(recent)  # smoothed curve: one lucky evaluation does not pick the model
+                # stopping and the best model follow the smoothed curve: one lucky evaluation does not pick the model
+                recent = [score for _, _, score in self.valid_curve[-self.valid_smoothing:]]
+                smoothed = sum(recent) / len(recent)
                 self.best_valid_score, self.cur_step, stop, improved = early_stopping(
                     smoothed, self.best_valid_score, self.cur_step, self.stopping_step, self.valid_metric_bigger
                 )

@@ -177,7 +177,8 @@ def test_killed_run_resumes_with_the_same_result(tiny_data, in_tmp):
     assert resumed["best_valid_score"] == reference["best_valid_score"]
     # the killed session's validations stay in the curve, and its time in the run's wall time
     assert [(e, v) for _, e, v in resumed["valid_curve"]] == [(e, v) for _, e, v in reference["valid_curve"]]
-    assert resumed["wall_time_s"] >= resumed["valid_curve"][-1][0] >= resumed["valid_curve"][0][0] > 0
+    last, first = resumed["valid_curve"][-1][0], resumed["valid_curve"][0][0]  # seconds, to 0.01 s
+    assert resumed["wall_time_s"] >= round(last, 1) and last >= first > 0  # wall time is to 0.1 s
 
 
 @pytest.mark.parametrize("model", ["LUMOS", "FedSASRec", "FedCL4SRec", "CL4SRec"])
