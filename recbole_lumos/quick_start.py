@@ -219,7 +219,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
     model_obj = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
-    trainer.run_started = started  # the plugin's trainer counts time (and resumes its clock) from the run's start
+    trainer.run_started = started  # a resumable trainer counts time (and resumes its clock) from the run's start
 
     valid_curve = []  # (seconds since start, epoch or round, valid score) at each validation: for the plots
 
@@ -247,14 +247,14 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
         "best_valid_score": best_valid_score,
         "best_valid_result": dict(best_valid_result),
         "test_result": dict(test_result),
-        "wall_time_s": round(time.time() - trainer.run_started, 1),  # the plugin's trainer: earlier sessions too
+        "wall_time_s": round(time.time() - trainer.run_started, 1),  # a resumed run's: earlier sessions too
         "time_to_best_s": round(getattr(trainer, "time_to_best", float("nan")), 1),
         "peak_memory_mb": peak_memory_mb(),
         "checkpoint": trainer.saved_model_file if saved else None,
         "device": str(config["device"]),
         "versions": f"RecBole {recbole.__version__}, torch {torch.__version__}, Python {sys.version.split()[0]}, "
                     f"{os.cpu_count()} CPUs" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-        "valid_curve": getattr(trainer, "valid_curve", valid_curve),  # the plugin's trainer keeps it across sessions
+        "valid_curve": getattr(trainer, "valid_curve", valid_curve),  # a resumable trainer keeps it across sessions
     }
     privacy = getattr(trainer, "privacy", lambda: None)()
     if privacy is not None:  # DP-FedAvg: the (epsilon, delta) the run spent goes with its numbers

@@ -46,13 +46,16 @@ def get_model(model_name):
 
 
 def get_trainer(model_type, model_name):
-    """The trainer class for ``model_name``: the plugin's federated trainer for its models, else RecBole's."""
+    """The trainer class for ``model_name``: the plugin's federated trainer for its models, else RecBole's (made
+    resumable where its ``fit`` is RecBole's standard loop)."""
     models = plugin_models()
     if model_name in models:
         from recbole_lumos.trainer import FederatedTrainer
 
         return FederatedTrainer
-    return _recbole_get_trainer(model_type, model_name)
+    from recbole_lumos.resume import resumable
+
+    return resumable(_recbole_get_trainer(model_type, model_name))
 
 
 def install():

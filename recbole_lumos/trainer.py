@@ -8,7 +8,6 @@ Evaluation, early stopping on ``valid_metric`` and the best-model file are RecBo
 (``valid_smoothing: k`` applies the stopping rule to the mean of the last k validations). A checkpoint is written
 after every round: rerunning the same command resumes from it with the same result.
 """
-import hashlib
 import math
 import os
 import time
@@ -23,8 +22,7 @@ from recbole_lumos.federated.aggregators import create_aggregator
 from recbole_lumos.federated.attacks import Exposure
 from recbole_lumos.federated.client import Clients, chunks, private_prefixes, shared_parameters
 from recbole_lumos.federated.server import Server
-
-_NOT_IN_RESUME_KEY = {"show_progress", "state", "epochs", "results_dir", "checkpoint_dir", "device", "checkpoint_step"}
+from recbole_lumos.resume import resume_file, save_atomically
 
 
 class FederatedTrainer(Trainer):
@@ -39,11 +37,7 @@ class FederatedTrainer(Trainer):
         self.valid_smoothing = config["valid_smoothing"]
         self.run_started = time.time()  # the run's clock (quick_start sets its own start): resumed sessions add up
         self.valid_curve = []  # (seconds on that clock, round, valid score) at each validation, every session's
-        self.resume_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self._run_key()}.resume.pth")
-
-    def _run_key(self):
-        settings = sorted((k, str(v)) for k, v in self.config.final_config_dict.items() if k not in _NOT_IN_RESUME_KEY)
-        return hashlib.md5(repr(settings).encode()).hexdigest()[:12]
+        self.resume_file = resume_file(config)
 
     # ----------------------------------------------------------------------------------------- one round / epoch
     def train_round(self, round_idx, generator):
@@ -112,8 +106,7 @@ class FederatedTrainer(Trainer):
             "elapsed": time.time() - self.run_started,
             "valid_curve": self.valid_curve,
         }
-        torch.save(state, self.resume_file + ".tmp")
-        os.replace(self.resume_file + ".tmp", self.resume_file)  # a kill mid-write leaves the last good one
+        save_atomically(state, self.resume_file)
 
     def _resume(self):
         if not os.path.isfile(self.resume_file):
