@@ -290,6 +290,21 @@ def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp
         assert torch.allclose(private_each[name], private_summed[name], atol=1e-6), name
 
 
+def test_stacked_cohorts_pad_no_client(tiny_data):
+    """The per-client path stacks a cohort client by client, padded to its largest: a cohort holds clients of
+    one window count, at most cohort_size of them, every client once (a flat cohort may mix sizes)."""
+    config, train, _, _, model, _ = setup_model(tiny_data)
+    histories = train._dataset.training_histories()
+    data = ClientData(histories, partition_clients(np.array(sorted(histories))), None, 3)  # short windows: sizes vary
+    sizes = {c: len(data.client_windows[c]) for c in range(data.num_clients)}
+    assert len(set(sizes.values())) > 1
+    stacked, flat = data.cohorts(list(sizes), 4, stacked=True), data.cohorts(list(sizes), 4, stacked=False)
+    for cohorts in (stacked, flat):
+        assert sorted(c for cohort in cohorts for c in cohort) == sorted(sizes) and max(map(len, cohorts)) <= 4
+    assert all(len({sizes[c] for c in cohort}) == 1 for cohort in stacked)
+    assert any(len({sizes[c] for c in cohort}) > 1 for cohort in flat)
+
+
 # ------------------------------------------------------------------------------------------ the projection head
 @pytest.mark.parametrize("head", ["private", "shared", "identity"])
 def test_projection_head_modes_share_what_they_say(tiny_data, in_tmp, head):

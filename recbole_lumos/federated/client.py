@@ -267,7 +267,7 @@ class Clients:
         if crafting:  # before local training: the live model still holds exactly what the server sent
             yield self.crafted_updates(crafting)
         losses = []
-        for cohort in chunks(self.data.order_by_size(client_ids), self.config["cohort_size"]):
+        for cohort in self.data.cohorts(client_ids, self.config["cohort_size"], stacked=not summed):
             private = {k: bank[cohort] for k, bank in self.private_bank.items()}
             weights = self.data.num_samples[cohort].to(self.device)
             if summed:

@@ -4,6 +4,8 @@ A user's training history becomes windows of L+1 items (stride L from the most r
 target is predicted exactly once), an anchor (its last L items) and its three views (last L items of each).
 Row 0 of every table is all padding: cohorts pad their clients to the same number of windows/users with it.
 """
+import itertools
+
 import numpy as np
 import torch
 
@@ -68,6 +70,11 @@ class ClientData:
         owner = torch.cat([torch.full((len(self.client_users[c]),), k) for k, c in enumerate(client_ids)])
         return {"windows": self.windows[windows], "anchor": self.anchor[users], "views": self.views[users], "owner": owner}
 
-    def order_by_size(self, client_ids):
-        """Clients sorted by window count, so each cohort pads little."""
-        return sorted(client_ids, key=lambda c: (len(self.client_windows[c]), len(self.client_users[c])))
+    def cohorts(self, client_ids, cohort_size, stacked):
+        """client_ids in groups of at most cohort_size, smallest clients first. stacked: the group will be
+        ``cohort``-stacked, every client padded to the group's largest, so a group holds one window count only."""
+        ordered = sorted(client_ids, key=lambda c: (len(self.client_windows[c]), len(self.client_users[c])))
+        groups = [ordered]
+        if stacked:
+            groups = [list(group) for _, group in itertools.groupby(ordered, key=lambda c: len(self.client_windows[c]))]
+        return [group[i : i + cohort_size] for group in groups for i in range(0, len(group), cohort_size)]
