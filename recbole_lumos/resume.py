@@ -1,12 +1,12 @@
 """Resuming an interrupted run: where its resume file lives, and resume for RecBole's own trainers.
 
 Rerunning the command of a killed run continues it from its last checkpoint with the same result. The plugin's
-``FederatedTrainer`` checkpoints every round itself. RecBole's trainers (SASRec, GRU4Rec, BERT4Rec, ...) save only
-the best model, and ``Trainer.resume_checkpoint`` restores neither the random states (dropout, the train loader's
-shuffle) nor the best model's file name, so ``Resumable`` adds a resume file written after every validation:
-model, optimizer, early-stopping state, best-model file, random states, the run's clock and validation curve.
-The file is removed when training ends; the key in its name changes with any setting, so a changed command
-starts afresh.
+``FederatedTrainer`` checkpoints itself (every ``checkpoint_step`` rounds). RecBole's trainers (SASRec, GRU4Rec,
+BERT4Rec, ...) save only the best model, and ``Trainer.resume_checkpoint`` restores neither the random states
+(dropout, the train loader's shuffle) nor the best model's file name, so ``Resumable`` adds a resume file written
+after every validation: model, optimizer, early-stopping state, best-model file, random states, the run's clock
+and validation curve. The file is removed when training ends; the key in its name changes with any setting, so a
+changed command starts afresh.
 """
 import hashlib
 import os
@@ -55,7 +55,8 @@ class Resumable:
             "time_to_best": self.time_to_best,
             "elapsed": time.time() - self.run_started,
             "valid_curve": self.valid_curve,
-            "random": (torch.get_rng_state(), np.random.get_state(), random.getstate(), train_data.generator.get_state()),
+            "random": (torch.get_rng_state(), np.random.get_state(), random.getstate(),
+                       train_data.generator.get_state()),  # the train loader's shuffle
         }, self.resume_file)
 
     def _resume(self, train_data):
