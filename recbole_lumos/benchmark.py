@@ -14,8 +14,10 @@ failed ones, and a failed run leaves its error for the table. Any other ``--key=
 ``--tuned_dir=results/tune`` gives each run its model's best settings from ``--tune`` (under the run's own), so
 that every model of the head-to-head runs with the result of the same search budget; the table says which.
 Outputs, rebuilt from the result files each time: ``<output_dir>/<dataset>.md`` (mean ± std over seeds),
-``<dataset>-runs.csv`` (one row per run), ``<dataset>-curves.csv`` and ``<dataset>.png`` (metrics, and validation
-NDCG@20 against wall time).
+``<dataset>-runs.csv`` (one row per run), ``<dataset>-curves.csv``, ``<dataset>-per-user.npz`` (each run's test
+users' values, for the paired tests) and ``<dataset>.png`` (metrics, and validation NDCG@20 against wall time).
+The first three are also the record a run missing from the runs folder is read from (``recbole_lumos/record.py``):
+a fresh clone extends a committed report without rerunning its rows.
 """
 import csv
 import glob
@@ -36,6 +38,7 @@ from recbole_lumos.augment.settings import view_seed
 from recbole_lumos.errors import LumosError
 from recbole_lumos.registry import plugin_models
 from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, prepare_views
+from recbole_lumos.record import per_user_path, read_record, write_per_user
 from recbole_lumos.significance import PER_USER_METRICS, load_per_user, paired_comparison
 
 CURVE_METRIC = "ndcg@20"
@@ -227,13 +230,15 @@ def benchmark(dataset, settings, config_files=(), argv=()):
 
 
 # ------------------------------------------------------------------------------------------------- the report
-def collect(runs, seeds, runs_dir):
-    """One row per (run, seed) from the files on disk, and each finished run's validation curve."""
-    rows, curves = [], []
+def collect(runs, seeds, runs_dir, record):
+    """One row per (run, seed) from the files on disk, or from the committed record (``read_record``) where the
+    run's folder holds no result; each finished run's validation curve and per-user values."""
+    recorded_rows, recorded_curves, recorded_per_user = record
+    rows, curves, per_user = [], [], {}
     for name, model, _ in runs:
         for seed in seeds:
             folder = os.path.join(runs_dir, name, f"seed{seed}")
-            row = {"run": name, "model": model, "seed": seed, "status": "not run"}
+            row, values = {"run": name, "model": model, "seed": seed, "status": "not run"}, None
             path = result_file(folder)
             tuning = os.path.join(folder, "tuning.txt")
             if os.path.isfile(tuning):
@@ -253,11 +258,18 @@ def collect(runs, seeds, runs_dir):
                            result_file=os.path.relpath(path, runs_dir))
                 curves += [{"run": name, "seed": seed, "seconds": s, "epoch": e, f"valid_{CURVE_METRIC}": v}
                            for s, e, v in result.get("valid_curve", [])]
+                values = load_per_user(path)
             elif os.path.isfile(os.path.join(folder, "error.txt")):
                 with open(os.path.join(folder, "error.txt"), encoding="utf-8") as f:
                     row.update(status="failed", error=f.read().strip())
+            elif (name, seed) in recorded_rows:
+                row = dict(recorded_rows[name, seed], from_record=True)
+                curves += recorded_curves.get((name, seed), [])
+                values = recorded_per_user.get((name, seed))
+            if row["status"] == "ok" and values is not None:
+                per_user[name, seed] = values
             rows.append(row)
-    return rows, curves
+    return rows, curves, per_user
 
 
 def mean_std(values, digits):
@@ -269,18 +281,16 @@ def mean_std(values, digits):
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def reference_comparisons(reference, runs, rows, runs_dir):
+def reference_comparisons(reference, runs, per_user):
     """{run: [cell per PER_USER_METRICS]}: the reference's mean against the run's, '+6.3 % (p 0.024)', paired over
     the (seed, test user) pairs where both finished (Wilcoxon signed-rank, recbole_lumos/significance.py)."""
-    def per_user(run):
-        found = {r["seed"]: load_per_user(os.path.join(runs_dir, r["result_file"]))
-                 for r in rows if r["run"] == run and r["status"] == "ok"}
-        return {seed: values for seed, values in found.items() if values is not None}
+    def seeds_of(run):
+        return {seed: values for (name, seed), values in per_user.items() if name == run}
 
-    mine = per_user(reference)
+    mine = seeds_of(reference)
     cells = {}
     for name, _, _ in runs:
-        theirs = per_user(name)
+        theirs = seeds_of(name)
         seeds = sorted(set(mine) & set(theirs))
         if name == reference or not seeds:
             cells[name] = ["" if name == reference else "n/a"] * len(PER_USER_METRICS)
@@ -309,7 +319,7 @@ def summary_table(runs, rows, comparisons=None, reference=None):
     metrics = [m for m in REPORTED_METRICS if any(r.get(m) is not None for r in rows_here)]
     extras = [k for k in EXTRA_COLUMNS if any(r.get(k) is not None for r in rows_here)]
     versus = [f"{reference} vs run, {m.upper().replace('HIT', 'HR')}" for m in PER_USER_METRICS] if comparisons else []
-    tuned = any(r.get("tuning", UNTUNED) != UNTUNED for r in rows)  # in every table once some run was tuned
+    tuned = any((r.get("tuning") or UNTUNED) != UNTUNED for r in rows)  # in every table once some run was tuned
     head = ["Run", "Model", "Seeds", *(m.upper().replace("HIT", "HR") for m in metrics), *versus,
             "Valid NDCG@20", *(EXTRA_COLUMNS[k] for k in extras), "Epochs or rounds run / budget",
             *(["Settings"] if tuned else []), "Wall time (s)", "Peak memory (MB)"]
@@ -322,7 +332,7 @@ def summary_table(runs, rows, comparisons=None, reference=None):
         cells += comparisons[name] if comparisons else []
         cells += [mean_std([r[f"valid_{CURVE_METRIC}"] for r in ok], 4)]
         cells += [mean_std([r.get(k) for r in ok], 3) for k in extras]
-        cells += [budget_used(ok)] + ([" / ".join(sorted({r.get("tuning", UNTUNED) for r in ok}))] if tuned else [])
+        cells += [budget_used(ok)] + ([" / ".join(sorted({r.get("tuning") or UNTUNED for r in ok}))] if tuned else [])
         cells += [mean_std([r["wall_time_s"] for r in ok], 0), mean_std([r["peak_memory_mb"] for r in ok], 0)]
         errors = sorted({r["error"] for r in mine if r["status"] == "failed"})
         if errors and not ok:
@@ -361,16 +371,18 @@ def sectioned_tables(sections, runs, rows, comparisons=None, reference=None):
 
 
 def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file, plan):
-    rows, curves = collect(runs, seeds, runs_dir)
+    rows, curves, per_user = collect(runs, seeds, runs_dir, read_record(output_dir, dataset))
+    recorded = sum(1 for r in rows if r.pop("from_record", False))
     title = (plan.get("title") or "Benchmark on {dataset}").format(dataset=dataset)
     reference = plan.get("reference")  # the run every other is tested against (paired, per test user)
-    comparisons = reference_comparisons(reference, runs, rows, runs_dir) if reference else None
+    comparisons = reference_comparisons(reference, runs, per_user) if reference else None
     tables = sectioned_tables(plan.get("sections"), runs, rows, comparisons, reference)
     os.makedirs(output_dir, exist_ok=True)
     md, runs_csv = os.path.join(output_dir, f"{dataset}.md"), os.path.join(output_dir, f"{dataset}-runs.csv")
     curves_csv, png = os.path.join(output_dir, f"{dataset}-curves.csv"), os.path.join(output_dir, f"{dataset}.png")
     write_csv(runs_csv, rows)
     write_csv(curves_csv, curves)
+    write_per_user(per_user_path(output_dir, dataset), per_user)
     plot(runs, rows, curves, png, dataset)
     machines = sorted({f"{r['versions']} ({r['device']})" for r in rows if r["status"] == "ok"})
     text = "\n".join([
@@ -388,10 +400,15 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file,
         "",
         f"- Reproduce: `{command}` (finished runs are skipped; delete `{os.path.relpath(runs_dir)}` to start over).",
         f"- Runs: `{plan_display(plan_file)}`; every run's settings and log are in its folder under the runs folder.",
+        *([f"- Record: {recorded} of the {sum(r['status'] == 'ok' for r in rows)} finished (run, seed) pairs were "
+           "read from this folder's committed files (their runs folders were not on the machine that wrote it); "
+           f"paired tests use the {len(per_user)} that have per-user values (`{dataset}-per-user.npz`)."]
+          if recorded else []),
         f"- Versions: recbole-lumos {git_commit()} when this file was written ({time.strftime('%Y-%m-%d %H:%M')}); "
         f"the runs' own: {'; '.join(machines) or 'none yet'}.",
         f"- Files: [`{os.path.basename(runs_csv)}`]({os.path.basename(runs_csv)}) (every run), "
         f"[`{os.path.basename(curves_csv)}`]({os.path.basename(curves_csv)}) (validation curves), "
+        f"`{dataset}-per-user.npz` (each run's test users' NDCG@20 and HR@20), "
         f"![plot]({os.path.basename(png)})",
         "",
         "## Notes",

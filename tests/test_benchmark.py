@@ -3,6 +3,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 
 import numpy as np
 import yaml
@@ -130,6 +131,16 @@ def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_meas
     plain_header = next(line for line in plain.splitlines() if line.startswith("| Run ")).split(" | ")
     fed_row = next(line for line in plain.splitlines() if line.startswith("| FedSASRec |")).split(" | ")
     assert fed_row[plain_header.index("Settings")].startswith("Best of 2 trials of FedSASRec on tiny")
+
+    # The runs folder is lost (a fresh clone): the committed record rebuilds the same tables, tests included
+    shutil.rmtree(in_tmp / "results")
+    assert run_lumos.main(args + ["--report_only=True"]) == 0
+    rebuilt = (in_tmp / "out" / "tiny.md").read_text()
+    assert rebuilt.split("- Reproduce:")[0] == text.split("- Reproduce:")[0]
+    assert "- Record: 3 of the 3 finished (run, seed) pairs were read from this folder's committed files" in rebuilt
+    assert "- Record:" not in text
+    with open(in_tmp / "out" / "tiny-curves.csv") as f:
+        assert {(c["run"], c["epoch"]) for c in csv.DictReader(f)} >= {("LUMOS", "1"), ("LUMOS", "2")}
 
 
 def test_shipped_plans_name_only_their_own_runs():
