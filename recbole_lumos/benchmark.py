@@ -17,10 +17,13 @@ Outputs, rebuilt from the result files each time: ``<output_dir>/<dataset>.md`` 
 ``<dataset>-runs.csv`` (one row per run), ``<dataset>-curves.csv``, ``<dataset>-per-user.npz`` (each run's test
 users' values, for the paired tests) and ``<dataset>.png`` (metrics, and validation NDCG@20 against wall time).
 The first three are also the record a run missing from the runs folder is read from (``recbole_lumos/record.py``):
-a fresh clone extends a committed report without rerunning its rows.
+a fresh clone extends a committed report without rerunning its rows. The runs CSV keeps each run's
+``settings_digest``, so a recorded run is skipped only if the plan still gives it the same settings (rows
+recorded before the digest existed have none and run again).
 """
 import csv
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -145,18 +148,36 @@ def run_one(model, dataset, config, folder, threads, config_files=(), tuning=UNT
     return error
 
 
+def read_config(folder):
+    """The settings a run folder's run was given (``config.yaml``, as ``run_one`` wrote it), or None."""
+    path = os.path.join(folder, "config.yaml")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
 def is_finished(folder, config):
     """Finished with the same settings (a changed setting reruns it; a runs folder may have moved machines)."""
-    path = os.path.join(folder, "config.yaml")
-    if not (result_file(folder) and os.path.isfile(path)):
+    done = read_config(folder)
+    if not (result_file(folder) and done is not None):
         return False
-    with open(path, encoding="utf-8") as f:
-        done = yaml.safe_load(f)
     return _without_locations(done) == _without_locations(json.loads(json.dumps(config)))
 
 
 def _without_locations(config):
     return {k: v for k, v in config.items() if k not in LOCATION_KEYS}
+
+
+def settings_digest(config):
+    """A short fingerprint of what a run computes (its settings, less where its files go), kept in the record."""
+    canonical = json.dumps(_without_locations(json.loads(json.dumps(config))), sort_keys=True)
+    return "sha1:" + hashlib.sha1(canonical.encode()).hexdigest()[:12]  # never read back as a number
+
+
+def in_record(recorded_row, config):
+    """The committed record holds this run as finished with the same settings."""
+    return recorded_row is not None and recorded_row.get("settings_digest") == settings_digest(config)
 
 
 # ------------------------------------------------------------------------------------------------- the benchmark
@@ -186,16 +207,23 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     report_only = settings.pop("report_only", False)  # rebuild the table, plot and CSVs from the runs on disk
     tuned_dir = settings.pop("tuned_dir", None)  # each model's best settings from its own Ray Tune search
 
-    jobs = []
+    recorded_rows = read_record(output_dir, dataset)[0]
+    jobs, from_record = [], 0
     for name, model, run_settings in runs:
         tuned, tuning = tuned_settings(tuned_dir, model, dataset)
         for seed in seeds:
             folder = os.path.join(runs_dir, name, f"seed{seed}")
             config = run_config({**tuned, **run_settings}, settings, seed, folder)  # the run's own settings win
-            if not (report_only or is_finished(folder, config)):
-                jobs.append((name, model, config, folder, tuning))
+            if report_only or is_finished(folder, config):
+                continue
+            if in_record(recorded_rows.get((name, seed)), config):  # finished on another machine: the report has it
+                from_record += 1
+                continue
+            jobs.append((name, model, config, folder, tuning))
+    recorded_note = f", {from_record} of them in the record in {os.path.relpath(output_dir)}" if from_record else ""
     print(f"benchmark on {dataset}: {len(runs)} runs x {len(seeds)} seeds, {len(jobs)} to do "
-          f"({len(runs) * len(seeds) - len(jobs)} already finished), {workers} at a time; files in {runs_dir}")
+          f"({len(runs) * len(seeds) - len(jobs)} already finished{recorded_note}), {workers} at a time; "
+          f"files in {runs_dir}")
 
     # Views are generated once, before any run starts: parallel runs (and runs of the same seed) then only read them
     prepared = set()
@@ -247,6 +275,7 @@ def collect(runs, seeds, runs_dir, record):
             if path:
                 with open(path, encoding="utf-8") as f:
                     result = json.load(f)
+                given = read_config(folder)
                 row.update(status="ok", **{m: result["test_result"].get(m) for m in REPORTED_METRICS},
                            **{f"valid_{CURVE_METRIC}": result["best_valid_result"].get(CURVE_METRIC)},
                            wall_time_s=result["wall_time_s"], time_to_best_s=result.get("time_to_best_s"),
@@ -255,7 +284,8 @@ def collect(runs, seeds, runs_dir, record):
                            epochs_run=max((e for _, e, _ in result.get("valid_curve", [])), default=None),
                            epoch_budget=result.get("config", {}).get("epochs"),
                            versions=result.get("versions", ""),
-                           result_file=os.path.relpath(path, runs_dir))
+                           result_file=os.path.relpath(path, runs_dir),
+                           settings_digest=settings_digest(given) if given is not None else None)
                 curves += [{"run": name, "seed": seed, "seconds": s, "epoch": e, f"valid_{CURVE_METRIC}": v}
                            for s, e, v in result.get("valid_curve", [])]
                 values = load_per_user(path)
@@ -398,7 +428,8 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file,
         "",
         tables,
         "",
-        f"- Reproduce: `{command}` (finished runs are skipped; delete `{os.path.relpath(runs_dir)}` to start over).",
+        f"- Reproduce: `{command}` (finished runs are skipped, those of this folder's record too where their settings "
+        f"are the same; delete `{os.path.relpath(runs_dir)}` and the record's files to start over).",
         f"- Runs: `{plan_display(plan_file)}`; every run's settings and log are in its folder under the runs folder.",
         *([f"- Record: {recorded} of the {sum(r['status'] == 'ok' for r in rows)} finished (run, seed) pairs were "
            "read from this folder's committed files (their runs folders were not on the machine that wrote it); "

@@ -83,7 +83,7 @@ runs:
 """
 
 
-def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_measured(tiny_data, in_tmp):
+def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_measured(tiny_data, in_tmp, capsys):
     (in_tmp / "plan.yaml").write_text(SECTIONED_PLAN)
     (in_tmp / "tiny.yaml").write_text(yaml.safe_dump(tiny_settings(tiny_data)))
     (in_tmp / "tuned" / "FedSASRec-tiny").mkdir(parents=True)  # as --tune writes it
@@ -141,6 +141,16 @@ def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_meas
     assert "- Record:" not in text
     with open(in_tmp / "out" / "tiny-curves.csv") as f:
         assert {(c["run"], c["epoch"]) for c in csv.DictReader(f)} >= {("LUMOS", "1"), ("LUMOS", "2")}
+
+    # Running the plan there does not rerun what the record holds with the same settings; a changed setting reruns
+    (in_tmp / "plan.yaml").write_text(SECTIONED_PLAN.replace("dp_epsilon: 4", "dp_epsilon: 8"))
+    capsys.readouterr()
+    assert run_lumos.main(args) == 0
+    assert "1 to do (2 already finished, 2 of them in the record in out)" in capsys.readouterr().out
+    assert sorted(os.listdir(in_tmp / "results" / "study" / "tiny")) == ["LUMOS-dp"]
+    with open(in_tmp / "out" / "tiny-runs.csv") as f:
+        epsilon = {r["run"]: float(r["epsilon"] or 0) for r in csv.DictReader(f)}
+    assert 7.9 <= epsilon["LUMOS-dp"] <= 8.0
 
 
 def test_shipped_plans_name_only_their_own_runs():
