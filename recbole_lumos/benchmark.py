@@ -253,8 +253,13 @@ def benchmark(dataset, settings, config_files=(), argv=()):
             for name, seed, error in pool.map(job, jobs):
                 if error:
                     tqdm.write(f"{name} seed {seed} failed: {error}")
-    command = " ".join(["python run_lumos.py --benchmark", *(a for a in argv if not a.startswith("--report_only"))])
-    return write_report(dataset, runs, seeds, runs_dir, output_dir, command.strip(), plan_file, plan)
+    # The report is the whole plan's, whatever --runs/--seeds ran now: its files are also the record, and a
+    # narrowed report would drop the rows that only the record holds
+    command = " ".join(["python run_lumos.py --benchmark",
+                        *(a for a in argv if not a.startswith(("--report_only", "--runs=", "--seeds=")))])
+    plan_runs, plan_seeds = select_runs(plan)
+    return write_report(dataset, plan_runs, sorted(set(plan_seeds) | set(seeds)), runs_dir, output_dir,
+                        command.strip(), plan_file, plan)
 
 
 # ------------------------------------------------------------------------------------------------- the report

@@ -142,15 +142,22 @@ def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_meas
     with open(in_tmp / "out" / "tiny-curves.csv") as f:
         assert {(c["run"], c["epoch"]) for c in csv.DictReader(f)} >= {("LUMOS", "1"), ("LUMOS", "2")}
 
-    # Running the plan there does not rerun what the record holds with the same settings; a changed setting reruns
+    # A run whose settings changed reruns; a narrowed invocation (--runs) still reports, and records, the whole plan
     (in_tmp / "plan.yaml").write_text(SECTIONED_PLAN.replace("dp_epsilon: 4", "dp_epsilon: 8"))
     capsys.readouterr()
-    assert run_lumos.main(args) == 0
-    assert "1 to do (2 already finished, 2 of them in the record in out)" in capsys.readouterr().out
+    assert run_lumos.main(args + ["--runs=LUMOS-dp"]) == 0
+    assert "1 to do (0 already finished)" in capsys.readouterr().out
     assert sorted(os.listdir(in_tmp / "results" / "study" / "tiny")) == ["LUMOS-dp"]
     with open(in_tmp / "out" / "tiny-runs.csv") as f:
-        epsilon = {r["run"]: float(r["epsilon"] or 0) for r in csv.DictReader(f)}
-    assert 7.9 <= epsilon["LUMOS-dp"] <= 8.0
+        recorded = {r["run"]: r for r in csv.DictReader(f)}
+    assert sorted(recorded) == ["FedSASRec", "LUMOS", "LUMOS-dp"] and 7.9 <= float(recorded["LUMOS-dp"]["epsilon"]) <= 8.0
+    assert all(r["settings_digest"].startswith("sha1:") for r in recorded.values())
+    assert "--runs=" not in (in_tmp / "out" / "tiny.md").read_text()  # its command reproduces the whole report
+    # Running the plan there does not rerun what the record holds with the same settings
+    shutil.rmtree(in_tmp / "results")
+    assert run_lumos.main(args) == 0
+    assert "0 to do (3 already finished, 3 of them in the record in out)" in capsys.readouterr().out
+    assert not (in_tmp / "results").exists()
 
 
 def test_shipped_plans_name_only_their_own_runs():
