@@ -162,16 +162,21 @@ def is_finished(folder, config):
     done = read_config(folder)
     if not (result_file(folder) and done is not None):
         return False
-    return _without_locations(done) == _without_locations(json.loads(json.dumps(config)))
+    return _without_locations(done) == _comparable(config)
 
 
 def _without_locations(config):
     return {k: v for k, v in config.items() if k not in LOCATION_KEYS}
 
 
+def _comparable(config):
+    """A run's settings as its folder's yaml gives them back (plain types), less where its files go."""
+    return _without_locations(json.loads(json.dumps(config)))
+
+
 def settings_digest(config):
     """A short fingerprint of what a run computes (its settings, less where its files go), kept in the record."""
-    canonical = json.dumps(_without_locations(json.loads(json.dumps(config))), sort_keys=True)
+    canonical = json.dumps(_comparable(config), sort_keys=True)
     return "sha1:" + hashlib.sha1(canonical.encode()).hexdigest()[:12]  # never read back as a number
 
 
