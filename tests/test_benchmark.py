@@ -6,6 +6,7 @@ import os
 import shutil
 
 import numpy as np
+import torch
 import yaml
 from scipy.stats import wilcoxon
 
@@ -176,6 +177,26 @@ def test_shipped_plans_name_only_their_own_runs():
     assert {(name, model) for name, model, _ in select_runs(read_plan(plan_path("head-to-head")))[0]} == default_runs
     with open(plan_path("head-to-head")) as f:
         assert yaml.safe_load(f)["runs_folder"] != "benchmark"
+
+
+def test_views_phase_keeps_to_the_benchmarks_thread_budget(tiny_data, in_tmp, monkeypatch):
+    """--workers x --threads bounds the views phase too (it runs in this process), not only the runs' processes."""
+    from recbole_lumos import benchmark
+
+    seen = []
+    monkeypatch.setattr(benchmark, "prepare_views", lambda *a, **k: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(benchmark, "run_one", lambda *a, **k: "not run in this test")
+    (in_tmp / "plan.yaml").write_text("seeds: [1]\nruns:\n  LUMOS-embedding: {model: LUMOS, views: embedding}\n")
+    (in_tmp / "tiny.yaml").write_text(yaml.safe_dump(tiny_settings(tiny_data)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert run_lumos.main(["--benchmark", "--dataset=tiny", "--benchmark_file=plan.yaml",
+                               "--config_files=tiny.yaml", "--workers=1", "--threads=1", "--runs_dir=runs",
+                               "--output_dir=out"]) == 0
+        assert seen == [1] and torch.get_num_threads() == 3  # one thread while generating, the default restored
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_benchmark_refuses_a_bad_worker_or_thread_count_in_one_line(in_tmp, capsys):
