@@ -233,7 +233,7 @@ def benchmark(dataset, settings, config_files=(), argv=()):
 
     # Views are generated once, before any run starts: parallel runs (and runs of the same seed) then only read them.
     # This phase runs alone, so it gets the benchmark's whole thread budget (workers x threads), not torch's default
-    # of every core: on cores shared with other jobs that oversubscribes them (measured: ~6 s a client, not ~1.3 s)
+    # of every core, which oversubscribes cores shared with other jobs (docs/speed.md: 3.3 s a client, not 1.1 s)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(workers * threads)
     prepared = set()
