@@ -236,21 +236,23 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     # of every core, which oversubscribes cores shared with other jobs (docs/speed.md: 3.3 s a client, not 1.1 s)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(workers * threads)
-    prepared = set()
-    for name, model, config, folder, _ in jobs:
-        attack = config.get("attack", "none")
-        key = (model, config.get("views"), view_seed(config), config.get("noise_ratio"),  # the runs sharing views:
-               attack, config.get("attack_fraction"), config["seed"] if attack != "none" else None)  # fakes: per seed
-        if key in prepared or model not in plugin_models():
-            continue
-        prepared.add(key)
-        try:
-            stats = prepare_views(model, dataset, config_files, config)
-            if stats:
-                print(f"views for {name} seed {config['seed']}: {stats.get('views')} ready")
-        except Exception as e:  # the run itself will fail and record why
-            logger.warning(f"could not prepare views for {name} seed {config['seed']}: {e}")
-    torch.set_num_threads(torch_threads)
+    try:
+        prepared = set()
+        for name, model, config, folder, _ in jobs:
+            attack = config.get("attack", "none")
+            key = (model, config.get("views"), view_seed(config), config.get("noise_ratio"),  # the runs sharing views:
+                   attack, config.get("attack_fraction"), config["seed"] if attack != "none" else None)  # fakes: per seed
+            if key in prepared or model not in plugin_models():
+                continue
+            prepared.add(key)
+            try:
+                stats = prepare_views(model, dataset, config_files, config)
+                if stats:
+                    print(f"views for {name} seed {config['seed']}: {stats.get('views')} ready")
+            except Exception as e:  # the run itself will fail and record why
+                logger.warning(f"could not prepare views for {name} seed {config['seed']}: {e}")
+    finally:
+        torch.set_num_threads(torch_threads)
 
     with tqdm(total=len(jobs), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
         def job(args):
