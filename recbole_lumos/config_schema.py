@@ -107,6 +107,7 @@ RULES = {
     "report_exposure": FLAG,
     # view generation (augment.yaml)
     "views_fallback": FLAG,
+    "views_perturb": FLAG,
     "view_seed": at_least(0, optional=True),
     "view_future_items": at_least(0),
     "view_swap_ratio": between(0, 1),

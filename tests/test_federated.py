@@ -14,7 +14,7 @@ from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import FedAvg
 from recbole_lumos.federated.client import CohortTrainer, is_private
 from recbole_lumos.federated.client_data import ClientData, windows_of
-from recbole_lumos.model.sequences import random_negatives
+from recbole_lumos.model.sequences import random_negatives, right_pad
 from recbole_lumos.quick_start import build_config, run
 from tests.conftest import tiny_settings, write_tiny_dataset
 
@@ -226,6 +226,50 @@ def test_random_views_are_redrawn_each_round_and_reproducible(tiny_data, in_tmp)
     assert torch.equal(round0[others], round1[others])
     clients.redraw_views([0, 1], round_idx=0)
     assert torch.equal(clients.data.views, round0)
+
+
+def test_perturbed_views_apply_one_cl4srec_operation_to_each_positive_view():
+    """Each round F and P get one of crop, mask or reorder of the generated view (about a third each), N none."""
+    from recbole_lumos.augment.base import ClientViews
+    from recbole_lumos.augment.random_views import PerturbedViews
+
+    made = {u: ClientViews(list(range(10 * u + 1, 10 * u + 11)), list(range(10 * u + 1, 10 * u + 11)), [7, 8, 9])
+            for u in range(1, 301)}
+    views = PerturbedViews(made, "llm", {}, num_items=10**6, seed=5)
+    kinds = []
+    for user, got in views.build({u: [] for u in made}, round=3).items():
+        assert got.counterfactual == [7, 8, 9]
+        for original, perturbed in ((made[user].future, got.future), (made[user].rephrase, got.rephrase)):
+            changed = [i for i, (a, b) in enumerate(zip(original, perturbed)) if a != b]
+            if len(perturbed) == 6:  # crop: ceil(0.6 * 10) consecutive items
+                assert any(original[i : i + 6] == perturbed for i in range(5))
+                kinds.append("crop")
+            elif sorted(perturbed) == original and changed:  # reorder: a shuffled stretch of 3
+                assert len(perturbed) == 10 and changed[-1] - changed[0] < 3
+                kinds.append("reorder")
+            else:  # mask: items swapped for catalogue items (none of these 10, in a million)
+                assert len(perturbed) == 10 and all(perturbed[i] not in original for i in changed)
+                kinds.append("mask")
+    assert all(0.25 < kinds.count(k) / len(kinds) < 0.42 for k in ("crop", "mask", "reorder")), kinds
+
+
+def test_perturbed_views_are_redrawn_each_round_and_reach_the_client_tables(tiny_data, in_tmp):
+    """views_perturb: the generated views are built once and perturbed per round, seeded by (seed, round,
+    user), so a resumed run redraws the same ones; what a client trains on is the round's perturbed views."""
+    _, train, _, _, model, trainer = setup_model(tiny_data, views="embedding", views_perturb=True)
+    trainer.setup(train._dataset)
+    clients = trainer.clients
+    assert clients.redraws_views and clients.views.name == "embedding+perturbed"
+    users = [u for c in (0, 1) for u in clients.data.clients[c]]
+    histories = {u: clients.data.histories[u] for u in users}
+    drawn = [clients.views.build(histories, round=r) for r in (0, 1, 0)]
+    assert drawn[0] == drawn[2] and drawn[0] != drawn[1]
+    with pytest.raises(LumosError, match="views_perturb perturbs generated views"):
+        setup_model(tiny_data, model="FedCL4SRec", views_perturb=True)[-1].setup(train._dataset)
+    clients.redraw_views([0, 1], round_idx=1)
+    for user in users:
+        expected = right_pad([getattr(drawn[1][user], v) for v in ("future", "rephrase", "counterfactual")], clients.data.max_len)
+        assert torch.equal(clients.data.views[clients.data.user_row[user]], torch.from_numpy(expected))
 
 
 @pytest.mark.parametrize("federated", [True, False])

@@ -65,6 +65,7 @@ class ViewBuilder(ABC):
     """Builds the views of many clients; each client's views depend on its own history alone."""
 
     name = "abstract"
+    redraws = False  # True: ``build(histories, round)`` gives fresh views each round (the trainer asks every round)
 
     @abstractmethod
     def build(self, histories):

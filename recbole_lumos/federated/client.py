@@ -24,7 +24,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from recbole_lumos.augment import create_view_builder
-from recbole_lumos.augment.settings import view_seed
+from recbole_lumos.augment.random_views import PerturbedViews
+from recbole_lumos.augment.settings import setting, view_seed
 from recbole_lumos.data.partition import dominant_labels, partition_clients
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated import attacks
@@ -204,6 +205,12 @@ class Clients:
             self.views = create_view_builder(config, train_dataset)
             # random views are redrawn every round (CL4SRec draws them afresh); generated ones are built once
             views = None if self.redraws_views else self.views.build(histories)
+            if setting(config, "views_perturb") and views is None:
+                raise LumosError("views_perturb perturbs generated views: use it with views llm or embedding "
+                                 "(random views are redrawn every round already)")
+            if setting(config, "views_perturb"):  # generated views, perturbed afresh every round
+                self.views = PerturbedViews(views, self.views.name, self.views.stats(), model.n_items, view_seed(config))
+                views = None
             logger.info(set_color("views", "blue") + f": {self.views.name} {self.views.stats()}")
         logger.info(set_color("clients", "blue") + f": {len(clients)} holding {len(users)} users")
         self.data = ClientData(histories, clients, views, config["MAX_ITEM_LIST_LENGTH"])
@@ -241,11 +248,11 @@ class Clients:
 
     @property
     def redraws_views(self):
-        return self.views is not None and self.views.name == "random"
+        return self.views is not None and self.views.redraws
 
     def redraw_views(self, client_ids, round_idx):
-        """Fresh random views for these clients' users, seeded by (view seed, round, user): a resumed run redraws
-        exactly the views it would have drawn."""
+        """Fresh random (or perturbed) views for these clients' users, seeded by (view seed, round, user): a
+        resumed run redraws exactly the views it would have drawn."""
         if self.redraws_views:
             histories = {u: self.data.histories[u] for c in client_ids for u in self.data.clients[c]}
             self.data.set_views(self.views.build(histories, round=round_idx))
