@@ -205,10 +205,10 @@ class Clients:
             self.views = create_view_builder(config, train_dataset)
             # random views are redrawn every round (CL4SRec draws them afresh); generated ones are built once
             views = None if self.redraws_views else self.views.build(histories)
-            if setting(config, "views_perturb") and views is None:
-                raise LumosError("views_perturb perturbs generated views: use it with views llm or embedding "
-                                 "(random views are redrawn every round already)")
             if setting(config, "views_perturb"):  # generated views, perturbed afresh every round
+                if views is None:
+                    raise LumosError("views_perturb perturbs generated views: use it with views llm or embedding "
+                                     "(random views are redrawn every round already)")
                 self.views = PerturbedViews(views, self.views.name, self.views.stats(), model.n_items, view_seed(config))
                 views = None
             logger.info(set_color("views", "blue") + f": {self.views.name} {self.views.stats()}")
