@@ -101,8 +101,8 @@ def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, e
             for n, p in local.named_parameters():
                 p.copy_(private[n][row] if n in private else shared[n])
         optimizer = (torch.optim.SGD if learner == "sgd" else torch.optim.Adam)(local.parameters(), lr=0.05)
-        own = data.batch_of_users([client])
-        own["negatives"] = batch["negatives"][row, : len(data.client_users[client])]
+        own = data.batch_of_users([client])  # cut to this client's own length: so are its negatives
+        own["negatives"] = batch["negatives"][row, : len(data.client_users[client]), :, : own["anchor"].shape[-1]]
         for _ in range(epochs):
             optimizer.zero_grad()
             local.client_loss(own)[0].backward()
@@ -347,6 +347,33 @@ def test_stacked_cohorts_pad_no_client(tiny_data):
         assert sorted(c for cohort in cohorts for c in cohort) == sorted(sizes) and max(map(len, cohorts)) <= 4
     assert all(len({sizes[c] for c in cohort}) == 1 for cohort in stacked)
     assert any(len({sizes[c] for c in cohort}) > 1 for cohort in flat)
+
+
+def test_cutting_the_padding_changes_no_loss_and_cohorts_keep_to_their_own_length(tiny_data):
+    """A cohort's batch is cut to its longest row (sparse data: far below max_seq_length), and the losses read
+    from it are those of the full-width batch; cohorts group clients of similar history lengths."""
+    from recbole_lumos.augment.random_views import RandomViewBuilder
+
+    config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0,
+                                                MAX_ITEM_LIST_LENGTH=50)  # wider than any history but one
+    histories = train._dataset.training_histories()
+    width = config["MAX_ITEM_LIST_LENGTH"]
+    data = ClientData(histories, partition_clients(np.array(sorted(histories))), RandomViewBuilder(model.n_items).build(histories), width)
+    cohorts = data.cohorts(list(range(data.num_clients)), 4, stacked=False)
+    lengths = [[data.client_length[c] for c in cohort] for cohort in cohorts]
+    assert [length for group in lengths for length in group] == sorted(data.client_length)
+    cohort = cohorts[0]  # the shortest histories
+    cut = data.batch_of_users(cohort)
+    assert cut["anchor"].shape[-1] == max(lengths[0]) < width  # random views are no longer than their history
+    assert cut["windows"].shape[-1] == max(lengths[0]) < width + 1
+    users = np.concatenate([data.client_users[c] for c in cohort])
+    full = {"windows": data.windows[np.concatenate([data.client_windows[c] for c in cohort])],
+            "anchor": data.anchor[users], "views": data.views[users]}
+    full["negatives"] = random_negatives(full["anchor"], 2, model.n_items, torch.Generator().manual_seed(0))
+    cut["negatives"] = full["negatives"][..., : cut["anchor"].shape[-1]]
+    model.eval()
+    for a, b in zip(model.client_loss(full), model.client_loss(cut)):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ the projection head

@@ -3,13 +3,14 @@
 A user's training history becomes windows of L+1 items (stride L from the most recent end, so each training
 target is predicted exactly once), an anchor (its last L items) and its three views (last L items of each).
 Row 0 of every table is all padding: cohorts pad their clients to the same number of windows/users with it.
+A cohort's tensors come out cut to its longest row, and cohorts group clients of similar history lengths.
 """
 import itertools
 
 import numpy as np
 import torch
 
-from recbole_lumos.model.sequences import right_pad
+from recbole_lumos.model.sequences import right_pad, trim_padding
 
 
 def windows_of(history, max_len):
@@ -37,6 +38,7 @@ class ClientData:
         self.histories, self.clients = histories, clients  # user ids per client
         self.client_users = [np.array([user_row[u] for u in client]) for client in clients]
         self.client_windows = [np.concatenate([user_windows[u] for u in client]) for client in clients]
+        self.client_length = [max(min(len(histories[u]), max_len) for u in client) for client in clients]
         self.num_samples = torch.tensor([float((self.windows[w, 1:] > 0).sum()) for w in self.client_windows])
 
     def set_views(self, views):
@@ -61,19 +63,28 @@ class ClientData:
         """Stacked tensors of several clients: windows [C, W, L+1], anchor [C, U, L], views [C, U, 3, L]."""
         window_index = self._pad_index([self.client_windows[c] for c in client_ids])
         user_index = self._pad_index([self.client_users[c] for c in client_ids])
-        return {"windows": self.windows[window_index], "anchor": self.anchor[user_index], "views": self.views[user_index]}
+        return self._trimmed(self.windows[window_index], self.anchor[user_index], self.views[user_index])
 
     def batch_of_users(self, client_ids):
         """All windows and users of these clients in one flat batch; owner: each user's position in client_ids."""
         windows = torch.from_numpy(np.concatenate([self.client_windows[c] for c in client_ids]))
         users = torch.from_numpy(np.concatenate([self.client_users[c] for c in client_ids]))
         owner = torch.cat([torch.full((len(self.client_users[c]),), k) for k, c in enumerate(client_ids)])
-        return {"windows": self.windows[windows], "anchor": self.anchor[users], "views": self.views[users], "owner": owner}
+        return {**self._trimmed(self.windows[windows], self.anchor[users], self.views[users]), "owner": owner}
+
+    @staticmethod
+    def _trimmed(windows, anchor, views):
+        """The batch without the padding columns no row uses: windows on their own (an input and a target column
+        at least), anchor and views together (the tri-view loss encodes them as one batch)."""
+        (windows,), (anchor, views) = trim_padding(windows, min_width=2), trim_padding(anchor, views)
+        return {"windows": windows, "anchor": anchor, "views": views}
 
     def cohorts(self, client_ids, cohort_size, stacked):
-        """client_ids in groups of at most cohort_size, smallest clients first. stacked: the group will be
-        ``cohort``-stacked, every client padded to the group's largest, so a group holds one window count only."""
-        ordered = sorted(client_ids, key=lambda c: (len(self.client_windows[c]), len(self.client_users[c])))
+        """client_ids in groups of at most cohort_size, smallest clients first (then shortest histories, so that a
+        group's batch is cut to its own length). stacked: the group will be ``cohort``-stacked, every client padded
+        to the group's largest, so a group holds one window count only."""
+        ordered = sorted(client_ids, key=lambda c: (len(self.client_windows[c]), len(self.client_users[c]),
+                                                    self.client_length[c]))
         groups = [ordered]
         if stacked:
             groups = [list(group) for _, group in itertools.groupby(ordered, key=lambda c: len(self.client_windows[c]))]

@@ -12,6 +12,15 @@ def right_pad(sequences, width):
     return out
 
 
+def trim_padding(*tensors, min_width=1):
+    """The tensors (same last dimension, right-padded) cut after their last column holding an item in any row.
+    Exact: attention is causal and masks padding, positions count from the left, so no item's state depends on
+    the padding after it; a batch of short histories (sparse data) costs its own length, not max_seq_length."""
+    filled = torch.stack([(t > 0).reshape(-1, t.shape[-1]).any(0) for t in tensors]).any(0)  # [L]
+    width = max(int(filled.nonzero().max()) + 1 if filled.any() else 0, min_width)
+    return tuple(t[..., :width] for t in tensors)
+
+
 def random_negatives(anchor, num_negatives, num_items, generator=None):
     """[..., U, K, L] random catalogue items shaped like each anchor: negatives that need no other user's data."""
     shape = anchor.shape[:-1] + (num_negatives, anchor.shape[-1])
