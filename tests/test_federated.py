@@ -355,7 +355,7 @@ def test_cutting_the_padding_changes_no_loss_and_cohorts_keep_to_their_own_lengt
     from recbole_lumos.augment.random_views import RandomViewBuilder
 
     config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0,
-                                                MAX_ITEM_LIST_LENGTH=50)  # wider than any history but one
+                                                MAX_ITEM_LIST_LENGTH=50)  # wider than every history (at most 40 items)
     histories = train._dataset.training_histories()
     width = config["MAX_ITEM_LIST_LENGTH"]
     data = ClientData(histories, partition_clients(np.array(sorted(histories))), RandomViewBuilder(model.n_items).build(histories), width)
