@@ -329,9 +329,13 @@ def mean_std(values, digits):
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def reference_comparisons(reference, runs, per_user):
+def reference_comparisons(reference, runs, per_user, rows):
     """{run: [cell per PER_USER_METRICS]}: the reference's mean against the run's, '+6.3 % (p 0.024)', paired over
-    the (seed, test user) pairs where both finished (Wilcoxon signed-rank, recbole_lumos/significance.py)."""
+    the (seed, test user) pairs where both finished (Wilcoxon signed-rank, recbole_lumos/significance.py).
+    A tuned run is only compared with tuned runs and an untuned one with untuned ones: against settings of another
+    budget a difference says more about the tuning than about the models."""
+    tuned = {(r["run"], r["seed"]): (r.get("tuning") or UNTUNED) != UNTUNED for r in rows}
+
     def seeds_of(run):
         return {seed: values for (name, seed), values in per_user.items() if name == run}
 
@@ -339,9 +343,11 @@ def reference_comparisons(reference, runs, per_user):
     cells = {}
     for name, _, _ in runs:
         theirs = seeds_of(name)
-        seeds = sorted(set(mine) & set(theirs))
+        both = set(mine) & set(theirs)
+        seeds = sorted(s for s in both if tuned.get((reference, s)) == tuned.get((name, s)))
         if name == reference or not seeds:
-            cells[name] = ["" if name == reference else "n/a"] * len(PER_USER_METRICS)
+            cell = "" if name == reference else "n/a (tuned against untuned)" if both else "n/a"
+            cells[name] = [cell] * len(PER_USER_METRICS)
             continue
         cells[name] = []
         for metric in PER_USER_METRICS:
@@ -423,7 +429,7 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file,
     recorded = sum(1 for r in rows if r.pop("from_record", False))
     title = (plan.get("title") or "Benchmark on {dataset}").format(dataset=dataset)
     reference = plan.get("reference")  # the run every other is tested against (paired, per test user)
-    comparisons = reference_comparisons(reference, runs, per_user) if reference else None
+    comparisons = reference_comparisons(reference, runs, per_user, rows) if reference else None
     tables = sectioned_tables(plan.get("sections"), runs, rows, comparisons, reference)
     os.makedirs(output_dir, exist_ok=True)
     md, runs_csv = os.path.join(output_dir, f"{dataset}.md"), os.path.join(output_dir, f"{dataset}-runs.csv")

@@ -90,14 +90,18 @@ def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_meas
     (in_tmp / "tuned" / "FedSASRec-tiny").mkdir(parents=True)  # as --tune writes it
     (in_tmp / "tuned" / "FedSASRec-tiny" / "best.yaml").write_text(
         "# Best of 2 trials of FedSASRec on tiny: valid_ndcg@20 0.1000\nlocal_learning_rate: 0.05\n")
+    (in_tmp / "tuned" / "LUMOS-tiny").mkdir(parents=True)
+    (in_tmp / "tuned" / "LUMOS-tiny" / "best.yaml").write_text(
+        "# Best of 2 trials of LUMOS on tiny: valid_ndcg@20 0.1000\ntri_weight: 0.2\n")
     args = ["--benchmark", "--dataset=tiny", "--benchmark_file=plan.yaml", "--config_files=tiny.yaml", "--workers=2",
             "--output_dir=out", "--tuned_dir=tuned"]  # runs go to results/<the plan's runs_folder>/tiny
     assert run_lumos.main(args) == 0
-    # a tuned model runs with its search's best settings, the others with the package's; the table says which
+    # each model runs with its own search's best settings; the table says which
     with open(in_tmp / "results" / "study" / "tiny" / "FedSASRec" / "seed1" / "config.yaml") as f:
         assert yaml.safe_load(f)["local_learning_rate"] == 0.05
     with open(in_tmp / "results" / "study" / "tiny" / "LUMOS" / "seed1" / "config.yaml") as f:
-        assert "local_learning_rate" not in yaml.safe_load(f)
+        settings = yaml.safe_load(f)
+        assert settings["tri_weight"] == 0.2 and "local_learning_rate" not in settings
     text = (in_tmp / "out" / "tiny.md").read_text()
     assert text.startswith("# Study on tiny\n")
     plain, views = text.split("### Plain")[1].split("### With views and DP")
@@ -128,7 +132,7 @@ def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_meas
     relative = (reference["ndcg@20"].mean() - lumos["ndcg@20"].mean()) / lumos["ndcg@20"].mean()
     assert row[header.index("FedSASRec vs run, NDCG@20")] == f"{relative:+.1%} (p {expected_p:.2g}, 1 seed)"
     assert row[header.index("Epochs or rounds run / budget")] == "2 / 2"  # which budget each row had
-    assert row[header.index("Settings")] == "package defaults"
+    assert row[header.index("Settings")].startswith("Best of 2 trials of LUMOS on tiny")
     plain_header = next(line for line in plain.splitlines() if line.startswith("| Run ")).split(" | ")
     fed_row = next(line for line in plain.splitlines() if line.startswith("| FedSASRec |")).split(" | ")
     assert fed_row[plain_header.index("Settings")].startswith("Best of 2 trials of FedSASRec on tiny")
@@ -159,6 +163,22 @@ def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_meas
     assert run_lumos.main(args) == 0
     assert "0 to do (3 already finished, 3 of them in the record in out)" in capsys.readouterr().out
     assert not (in_tmp / "results").exists()
+
+
+def test_a_tuned_reference_is_tested_only_against_tuned_runs_of_the_same_seeds():
+    from recbole_lumos.benchmark import UNTUNED, reference_comparisons
+
+    rng = np.random.default_rng(0)
+    values = {(run, seed): {"ndcg@20": rng.random(50), "hit@20": rng.random(50)}
+              for run in ("A", "B", "C") for seed in (1, 2)}
+    tuning = {("A", 1): "search", ("A", 2): "search", ("B", 1): "search", ("B", 2): UNTUNED,
+              ("C", 1): UNTUNED, ("C", 2): ""}
+    rows = [{"run": run, "seed": seed, "tuning": t} for (run, seed), t in tuning.items()]
+    cells = reference_comparisons("A", [("A", "M", {}), ("B", "M", {}), ("C", "M", {})], values, rows)
+    a, b = values["A", 1]["ndcg@20"], values["B", 1]["ndcg@20"]  # B's seed 2 ran untuned: left out of the pairing
+    expected = f"{(a.mean() - b.mean()) / b.mean():+.1%} (p {wilcoxon(a, b).pvalue:.2g}, 1 seed)"
+    assert cells["B"][0] == expected
+    assert cells["C"] == ["n/a (tuned against untuned)"] * 2 and cells["A"] == ["", ""]
 
 
 def test_shipped_plans_name_only_their_own_runs():
