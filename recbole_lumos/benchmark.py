@@ -447,8 +447,9 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file,
         "Wall time is the whole run (data loading, training, evaluation) in its own process; peak memory is that "
         "process's maximum resident set (or GPU allocation, whichever is larger)."
         + (f" '{reference} vs run': how far {reference}'s mean is above the run's (relative difference) and the "
-           "p-value of a paired Wilcoxon signed-rank test over the test users of the seeds both runs finished "
-           "(recbole_lumos/significance.py); p >= 0.05 reads as inside the noise." if reference else ""),
+           "p-value of a paired Wilcoxon signed-rank test over the test users of the seeds both runs finished, "
+           "tuned only against tuned and untuned against untuned (recbole_lumos/significance.py); p >= 0.05 reads "
+           "as inside the noise." if reference else ""),
         "",
         tables,
         "",
