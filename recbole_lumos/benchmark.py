@@ -329,12 +329,17 @@ def mean_std(values, digits):
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
+def is_tuned(row):
+    """Whether a run's settings came from a search (rows recorded before the column existed have none)."""
+    return (row.get("tuning") or UNTUNED) != UNTUNED
+
+
 def reference_comparisons(reference, runs, per_user, rows):
     """{run: [cell per PER_USER_METRICS]}: the reference's mean against the run's, '+6.3 % (p 0.024)', paired over
     the (seed, test user) pairs where both finished (Wilcoxon signed-rank, recbole_lumos/significance.py).
     A tuned run is only compared with tuned runs and an untuned one with untuned ones: against settings of another
     budget a difference says more about the tuning than about the models."""
-    tuned = {(r["run"], r["seed"]): (r.get("tuning") or UNTUNED) != UNTUNED for r in rows}
+    tuned = {(r["run"], r["seed"]): is_tuned(r) for r in rows}
 
     def seeds_of(run):
         return {seed: values for (name, seed), values in per_user.items() if name == run}
@@ -373,7 +378,7 @@ def summary_table(runs, rows, comparisons=None, reference=None):
     metrics = [m for m in REPORTED_METRICS if any(r.get(m) is not None for r in rows_here)]
     extras = [k for k in EXTRA_COLUMNS if any(r.get(k) is not None for r in rows_here)]
     versus = [f"{reference} vs run, {m.upper().replace('HIT', 'HR')}" for m in PER_USER_METRICS] if comparisons else []
-    tuned = any((r.get("tuning") or UNTUNED) != UNTUNED for r in rows)  # in every table once some run was tuned
+    tuned = any(is_tuned(r) for r in rows)  # in every table once some run was tuned
     head = ["Run", "Model", "Seeds", *(m.upper().replace("HIT", "HR") for m in metrics), *versus,
             "Valid NDCG@20", *(EXTRA_COLUMNS[k] for k in extras), "Epochs or rounds run / budget",
             *(["Settings"] if tuned else []), "Wall time (s)", "Peak memory (MB)"]
