@@ -5,7 +5,10 @@
 The search space is ``properties/search/<Model>.yaml`` (or ``--search_space=file``): under ``space``, each key
 maps to one of ``{choice: [..]}``, ``{uniform: [low, high]}``, ``{loguniform: [low, high]}``, ``{grid: [..]}``;
 under ``tune``, the search's own settings (num_samples, cpus_per_trial, gpus_per_trial, max_concurrent_trials,
-grace_period, reduction_factor). Any ``--key=value`` that is one of those sets it; any other fixes that config
+grace_period, reduction_factor, defaults_first). With ``defaults_first`` (on unless set False) the first of the
+num_samples trials is the model's own defaults (its yaml, the config files and the command line) for every
+searched key but grid ones, so the winner is chosen against the defaults too (ASHA may still stop that trial
+early, like any other). Any ``--key=value`` that is one of those sets it; any other fixes that config
 key for every trial (and takes it out of the space). Each validation (a round, or an epoch) is reported to ASHA,
 which stops the weaker trials early. Generated views are built once before the trials, which then share them.
 Outputs, in ``<output_dir>`` (default ``results/tune/<Model>-<dataset>``): ``trials.csv``, ``trials.md`` and
@@ -24,7 +27,7 @@ from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, build_config
 
 METRIC = "valid_ndcg@20"
 SEARCH_SETTINGS = {"num_samples": 16, "cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": None,
-                   "grace_period": 2, "reduction_factor": 2}
+                   "grace_period": 2, "reduction_factor": 2, "defaults_first": True}
 SAMPLERS = ("choice", "uniform", "loguniform", "grid")
 
 
@@ -53,6 +56,13 @@ def load_search_space(path):
     return space, {**SEARCH_SETTINGS, **(spec.get("tune") or {})}
 
 
+def default_point(space, config):
+    """{searched key: the value the run would have without the search}: a grid key is left out (Ray expands
+    the point over the grid), and so is a key the config does not hold."""
+    grid = {key for key, domain in space.items() if isinstance(domain, dict) and "grid_search" in domain}
+    return {key: config[key] for key in space if key not in grid and config[key] is not None}
+
+
 def trainable(trial_config, model, dataset, config_files, fixed):
     """One trial: a normal run whose every validation is reported to Tune (ASHA may stop it there)."""
     import recbole_lumos  # noqa: F401  (a Ray worker is a fresh interpreter: patch RecBole there too)
@@ -77,6 +87,7 @@ def tune(model, dataset, config_files, settings):
     import ray
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     registry.get_model(model)  # an unknown model is named as such, before its search space is looked for
     settings = dict(settings)
@@ -96,6 +107,7 @@ def tune(model, dataset, config_files, settings):
     base = build_config(model, dataset, config_files, settings)
     settings["data_path"] = os.path.dirname(os.path.abspath(base["data_path"]))  # RecBole appended the dataset
 
+    first = [default_point(space, base)] if search["defaults_first"] else []
     max_t = max(1, base["epochs"] // base["eval_step"])
     grace = max(1, min(int(search["grace_period"]), max_t))
     views = prepare_views(model, dataset, config_files, settings)  # built once: trials read the cache
@@ -119,6 +131,7 @@ def tune(model, dataset, config_files, settings):
                 param_space=space,
                 tune_config=ray_tune.TuneConfig(
                     metric=METRIC, mode="max", num_samples=search["num_samples"],
+                    search_alg=BasicVariantGenerator(points_to_evaluate=first),  # counts as one of num_samples
                     max_concurrent_trials=search["max_concurrent_trials"],
                     scheduler=ASHAScheduler(max_t=max_t + 1, grace_period=grace,
                                             reduction_factor=search["reduction_factor"]),
@@ -129,10 +142,10 @@ def tune(model, dataset, config_files, settings):
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
-    return write_outputs(grid, space, settings, output_dir, model, dataset)
+    return write_outputs(grid, space, settings, output_dir, model, dataset, None if restore else first)
 
 
-def write_outputs(grid, space, fixed, output_dir, model, dataset):
+def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None):
     frame = grid.get_dataframe(filter_metric=METRIC, filter_mode="max")  # each trial at its best validation
     if frame.empty or METRIC not in frame:
         errors = [str(r.error).splitlines()[0] for r in grid if r.error]
@@ -147,7 +160,9 @@ def write_outputs(grid, space, fixed, output_dir, model, dataset):
     finished = {r.metrics.get("trial_id"): r.metrics for r in grid if r.metrics and r.metrics.get("final")}
     lines = [f"# Ray Tune search: {model} on {dataset}", "",
              f"{len(table)} trials, ASHA on {METRIC}; sorted by each trial's best {METRIC}. Test metrics only for "
-             "trials that ran to the end (ASHA stopped the others).", "",
+             "trials that ran to the end (ASHA stopped the others)."
+             + (f" The first trial (id ending in 00000) ran the model's defaults: "
+                f"{', '.join(f'{k}={_plain(v)}' for k, v in first[0].items())}." if first else ""), "",
              "| " + " | ".join(list(table.columns) + ["test hit@20", "test ndcg@20"]) + " |",
              "|" + "---|" * (len(table.columns) + 2)]
     for _, row in table.iterrows():

@@ -9,7 +9,7 @@ from recbole_lumos.benchmark import read_plan, select_runs
 from recbole_lumos.errors import LumosError
 from recbole_lumos.paths import PROPERTIES
 from recbole_lumos.quick_start import build_config
-from recbole_lumos.tune import load_search_space
+from recbole_lumos.tune import default_point, load_search_space
 from tests.conftest import tiny_settings
 
 pytest.importorskip("ray")
@@ -27,14 +27,28 @@ def test_a_two_trial_search_writes_its_table_and_a_usable_best_config(tiny_data,
     with open(in_tmp / "tune" / "trials.csv") as f:
         trials = list(csv.DictReader(f))
     assert len(trials) == 2  # --num_samples beat the file's 5
-    assert all(t["learning_rate"] in ("0.001", "0.01") and 0.05 <= float(t["tri_weight"]) <= 0.5 for t in trials)
     assert float(trials[0]["valid_ndcg@20"]) >= float(trials[1]["valid_ndcg@20"])
+    defaults = build_config("LUMOS", "tiny", [str(in_tmp / "tiny.yaml")], {"data_path": str(tiny_data)})
+    point = (float(defaults["learning_rate"]), float(defaults["tri_weight"]))
+    points = [(float(t["learning_rate"]), float(t["tri_weight"])) for t in trials]
+    assert point in points  # one trial ran the defaults (they may lie outside the space) ...
+    points.remove(point)  # ... the other was drawn from the space
+    assert all(lr in (0.001, 0.01) and 0.05 <= weight <= 0.5 for lr, weight in points)
+    assert "ran the model's defaults" in (in_tmp / "tune" / "trials.md").read_text()
     best = yaml.safe_load((in_tmp / "tune" / "best.yaml").read_text())
     assert best["epochs"] == 3 and best["learning_rate"] == float(trials[0]["learning_rate"])
     assert "data_path" not in best
     code = run_lumos.main(["--model=LUMOS", "--dataset=tiny", f"--data_path={tiny_data}",
                            "--config_files=tiny.yaml tune/best.yaml"])
     assert code == 0, capsys.readouterr().err
+
+
+def test_the_defaults_trial_holds_every_searched_key_but_grid_ones(tmp_path):
+    (tmp_path / "space.yaml").write_text("space:\n  learning_rate: {loguniform: [0.0001, 0.1]}\n"
+                                         "  n_layers: {grid: [1, 2]}\n  tri_weight: {choice: [0.3, 0.7]}\n")
+    space, _ = load_search_space(str(tmp_path / "space.yaml"))
+    config = {"learning_rate": 0.002, "n_layers": 2, "tri_weight": 0.1}
+    assert default_point(space, config) == {"learning_rate": 0.002, "tri_weight": 0.1}  # outside the choice: kept
 
 
 @pytest.mark.parametrize("text,message", [
@@ -56,12 +70,19 @@ def test_an_unknown_model_is_named_before_its_search_space_is_looked_for(capsys)
 
 def test_every_model_of_the_head_to_head_has_a_search_space_with_the_same_trial_budget():
     """Fair baselines (issue 10): each benchmark model is tuned with its own space and the same number of trials,
-    over keys the model actually has."""
+    over keys the model actually has, starting from its defaults; every federated model searches the same
+    clients per round (the knob the first tuned head-to-head gave FedSASRec alone)."""
     models = {model for _, model, _ in select_runs(read_plan(str(PROPERTIES / "benchmark.yaml")))[0]}
-    budgets = {}
+    budgets, client_fractions = {}, {}
     for model in models:
         space, settings = load_search_space(str(PROPERTIES / "search" / f"{model}.yaml"))
         budgets[model] = settings["num_samples"]
+        assert settings["defaults_first"] is True, model
         defaults = build_config(model, "ml-100k").final_config_dict
         assert space and set(space) <= set(defaults), model
+        if defaults.get("federated"):
+            domain = space.get("client_fraction")
+            client_fractions[model] = tuple(domain.categories) if domain is not None else None
     assert len(set(budgets.values())) == 1, budgets
+    assert len(client_fractions) >= 3 and len(set(client_fractions.values())) == 1, client_fractions
+    assert None not in client_fractions.values(), client_fractions
