@@ -47,6 +47,20 @@ def test_aggregators_match_hand_computed_examples():
     assert torch.allclose(clipped, torch.tensor([(0.6 + 0.9) / 4, (0.8 + 1.2) / 4]))
 
 
+@pytest.mark.parametrize("clients", [7, 8, 20, 21])
+def test_median_and_trimmed_mean_select_what_sorting_the_clients_gives_even_on_ties(clients):
+    """They select without sorting; the result is the sorted definition's, for odd and even counts and on ties
+    (small integers: many clients hold the same value of a coordinate, as untouched rows do)."""
+    rows = torch.randint(-3, 4, (clients, 5, 6), generator=torch.Generator().manual_seed(clients)).float()
+    rows[:, 0, 0] = 2.0  # every client equal
+    ordered, n = rows.sort(0).values, clients
+    assert torch.equal(aggregate(Median(), rows), (ordered[(n - 1) // 2] + ordered[n // 2]) / 2)
+    for ratio in (0.15, 0.25, 0.45):
+        k = int(ratio * n)
+        assert k > 0 and torch.allclose(aggregate(TrimmedMean(ratio), rows), ordered[k : n - k].mean(0))
+    assert aggregate(TrimmedMean(0.25), rows)[0, 0] == 2.0
+
+
 def test_krum_distances_add_up_over_all_parameters():
     """Krum scores whole updates: a client that is normal in one parameter and an outlier in another is out."""
     krum = Krum(byzantine=1, selected=3)

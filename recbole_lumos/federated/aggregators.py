@@ -7,7 +7,7 @@ Only FedAvg is ``linear``: every other rule needs each client's own update, so t
 one row per client (the per-client path) whatever ``sum_cohort_updates`` says. What each costs per round:
   * fedavg, norm_clip, dp_fedavg: running sums, memory of one cohort's deltas;
   * median, trimmed_mean, krum: ALL the round's per-client deltas held at once (clients x shared parameters),
-    plus a sort over the clients (median, trimmed mean) or a clients x clients distance matrix (Krum).
+    plus a selection over the clients (median, trimmed mean) or a clients x clients distance matrix (Krum).
 The robust rules weigh every client equally (one client, one vote: sample counts are the client's own claim).
 """
 import math
@@ -102,13 +102,16 @@ def _clients_needed(rule, needed, per_round, what):
 
 
 class Median(_Collecting):
-    """Coordinate-wise median of the updates (Yin et al., 2018); mean of the two middle values for an even count."""
+    """Coordinate-wise median of the updates (Yin et al., 2018); mean of the two middle values for an even count.
+    torch.median selects without sorting (3.3x faster than a sort over the clients: docs/robustness/amazon-office.md)."""
 
     def result(self):
         out = {}
         for name, rows in self.stacked().items():
-            ordered, n = rows.sort(0).values, rows.size(0)
-            out[name] = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+            middle = rows.median(0).values  # for an even count, torch's median is the lower middle value
+            if rows.size(0) % 2 == 0:
+                middle = (middle - rows.neg().median(0).values) / 2  # ... and minus that of -rows the upper one
+            out[name] = middle
         return out
 
 
@@ -127,8 +130,12 @@ class TrimmedMean(_Collecting):
     def result(self):
         out = {}
         for name, rows in self.stacked().items():
-            k = math.floor(self.trim_ratio * rows.size(0))
-            out[name] = rows.sort(0).values[k : rows.size(0) - k].mean(0)
+            n, k = rows.size(0), math.floor(self.trim_ratio * rows.size(0))
+            if k:  # zero the k largest and the k smallest of each coordinate: two partial selections, no full sort
+                kept, largest = rows.clone(), rows.topk(k, 0).indices
+                kept.scatter_(0, largest, float("inf"))  # so that, on ties, the smallest k are other clients
+                rows = kept.scatter_(0, kept.topk(k, 0, largest=False).indices, 0).scatter_(0, largest, 0)
+            out[name] = rows.sum(0) / (n - 2 * k)
         return out
 
 
