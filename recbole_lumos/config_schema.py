@@ -74,6 +74,7 @@ RULES = {
                       f"a list of distinct names among {', '.join(VIEW_NAMES)}"),
     "tri_extra_negatives": at_least(0),
     "tri_head": choice("private", "shared", "identity"),
+    "future_weight": at_least(0, float),
     "views": choice(*VIEW_KINDS),
     # federation
     "federated": FLAG,
@@ -189,6 +190,9 @@ def validate(config):
         raise LumosError(f"aggregator {config['aggregator']} needs federated: True (a central run aggregates nothing)")
     if "attack_mode" in config and config["attack"] != "none" and config["attack_mode"] == "model" and not config["federated"]:
         raise LumosError("attack_mode model sends crafted updates to a server: it needs federated: True (or attack_mode data)")
+    if "future_weight" in config and (config["future_weight"] or 0) > 0 and config["views"] == "random":
+        raise LumosError(f"future_weight {config['future_weight']} > 0 reads the items a generator appends to F, and "
+                         "random views append none: use views llm or embedding, or set future_weight=0")
     if "tri_weight" in config and config["tri_weight"] > 0:
         views = config["tri_views"] or []
         if not {"future", "rephrase"} & set(views):

@@ -54,3 +54,10 @@ def test_unknown_key_is_warned_about_with_the_closest_known_one(tiny_data, in_tm
     assert any("'epochz': did you mean 'epochs'?" in w for w in warnings)
     assert any("'tri_wieght': did you mean 'tri_weight'?" in w for w in warnings)
     assert not any("'epochs'" in w.split(":")[0] for w in warnings)  # known keys are not reported
+
+
+def test_a_future_loss_with_random_views_is_refused():
+    from recbole_lumos.config_schema import validate
+
+    with pytest.raises(LumosError, match="random views append none"):
+        validate({"future_weight": 0.5, "views": "random"})

@@ -9,6 +9,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_lumos import registry
+from recbole_lumos.augment.base import ClientViews
 from recbole_lumos.data.partition import partition_clients
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import FedAvg
@@ -76,15 +77,18 @@ def test_fedavg_is_the_sample_weighted_mean():
     assert torch.allclose(agg.result()["w"], torch.tensor([(1 + 9 + 20) / 8, (0 + 6 + 16) / 8]))
 
 
-@pytest.mark.parametrize("learner,epochs", [("sgd", 1), ("sgd", 3), ("adam", 2)])
-def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, epochs):
-    """vmap over a cohort is exact: the same updates as training a copy of the model per client."""
-    config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+@pytest.mark.parametrize("learner,epochs,future_weight", [("sgd", 1, 0), ("sgd", 3, 0), ("adam", 2, 0), ("sgd", 2, 0.5)])
+def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, epochs, future_weight):
+    """vmap over a cohort is exact: the same updates as training a copy of the model per client (with L_future
+    too: each client's F continuation read by its own loss)."""
+    config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0,
+                                                future_weight=future_weight, views="embedding")
     histories = train._dataset.training_histories()
     clients = partition_clients(np.array(sorted(histories)), num_clients=5, seed=0)
     from recbole_lumos.augment.random_views import RandomViewBuilder
 
-    views = RandomViewBuilder(model.n_items, seed=0).build(histories)
+    views = (continuation_views(histories, model.n_items) if future_weight
+             else RandomViewBuilder(model.n_items, seed=0).build(histories))
     data = ClientData(histories, clients, views, config["MAX_ITEM_LIST_LENGTH"])
     cohort = [0, 1, 2, 3, 4]
     batch = data.cohort(cohort)
@@ -113,6 +117,13 @@ def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, e
             expected = p.detach() - shared[n] if n in shared else p.detach()
             got = update.deltas[n][row] if n in shared else new_private[n][row]
             assert torch.allclose(got, expected, atol=1e-5), (n, client)
+
+
+def continuation_views(histories, n_items, seed=0):
+    """Views shaped like generated ones: F = the history and 3 appended items (a continuation)."""
+    rng = np.random.default_rng(seed)
+    return {u: ClientViews(list(h) + rng.integers(1, n_items, 3).tolist(), list(h), list(h[:-1]) + [1])
+            for u, h in histories.items()}
 
 
 def received_in_one_round(trainer, train, valid):
@@ -306,13 +317,16 @@ def test_federated_run_writes_recbole_tensorboard_scalars(tiny_data, in_tmp):
     assert scalars["Comm/bytes_down"] == [round(settings["client_fraction"] * clients) * payload] * 2
 
 
-def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp):
+@pytest.mark.parametrize("future_weight", [0, 0.5])
+def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp, future_weight):
     """The one-backward-pass path hands the server exactly the FedAvg mean of the per-client deltas."""
     from recbole_lumos.augment.random_views import RandomViewBuilder
 
-    config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0,
+                                                future_weight=future_weight, views="embedding")
     histories = train._dataset.training_histories()
-    data = ClientData(histories, partition_clients(np.array(sorted(histories))), RandomViewBuilder(model.n_items).build(histories), 10)
+    views = continuation_views(histories, model.n_items) if future_weight else RandomViewBuilder(model.n_items).build(histories)
+    data = ClientData(histories, partition_clients(np.array(sorted(histories))), views, 10)
     cohort = list(range(6))
     batch = data.cohort(cohort)
     batch["negatives"] = random_negatives(batch["anchor"], 2, model.n_items, torch.Generator().manual_seed(0))

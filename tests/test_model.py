@@ -81,3 +81,52 @@ def test_tri_view_loss_is_the_design_formula_for_every_ablation(views_used):
     expected = sum(-math.log(math.exp(s(i)) / (math.exp(s(i)) + sum(math.exp(n) for n in negatives)))
                    for i, name in ((1, "future"), (2, "rephrase")) if name in views_used)
     assert loss.shape == (1,) and abs(loss.item() - expected) < 1e-5
+
+
+def test_future_loss_is_the_next_item_loss_of_the_appended_items(tiny_data, in_tmp):
+    """L_future by hand: each item F appends is predicted from SASRec's output on the prefix before it; nothing
+    before the continuation is a target, a user whose F appends nothing adds 0, and a long history's F (cut to
+    its last L items) keeps its continuation at the end."""
+    config, _, _, _, model, _ = setup_model(tiny_data, views="embedding", future_weight=0.5,
+                                            hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    L = config["MAX_ITEM_LIST_LENGTH"]
+    rows = [([3, 7, 5, 9], [11, 2, 4]), ([6, 8], [12]), ([6, 8, 1], []), (list(range(1, 10)), [13, 14, 15])]
+    future = torch.tensor([pad(history + appended, L) for history, appended in rows])
+    counts = torch.tensor([len(appended) for _, appended in rows])
+    model.eval()
+    got = model.future_item_losses(model.encode(future), future, counts)
+    for row, (_, appended) in enumerate(rows):
+        window = (rows[row][0] + appended)[-L:]
+        expected = torch.tensor(0.0)
+        for j in range(len(window) - len(appended), len(window)):  # the appended items' positions
+            prefix = torch.tensor([pad(window[:j], L)])
+            logits = SASRec.forward(model, prefix, torch.tensor([j])) @ model.item_embedding.weight.t()
+            expected = expected + F.cross_entropy(logits, torch.tensor([window[j]]))
+        assert torch.allclose(got[row], expected, atol=1e-5), row
+    assert got[2] == 0 and (got[[0, 1, 3]] > 0).all()
+
+
+def test_the_generated_continuation_reaches_the_loss_end_to_end(tiny_data, in_tmp):
+    """Embedding views through the federated client side: every user's F appends view_future_items items, the
+    client tables hold them after the user's own history, and L_future adds its weighted mean to the objective."""
+    config, train, _, _, model, trainer = setup_model(tiny_data, views="embedding", future_weight=0.5, tri_weight=0.0,
+                                                      hidden_dropout_prob=0.0, attn_dropout_prob=0.0,
+                                                      MAX_ITEM_LIST_LENGTH=50)  # no F is cut: it starts with the anchor
+    trainer.setup(train._dataset)
+    data = trainer.clients.data
+    for user, row in data.user_row.items():  # F appends 3 items the user has not seen (user 0 has seen all but 2)
+        unseen = model.n_items - 1 - len(set(data.histories[user].tolist()))
+        assert data.future_count[row] == min(config["view_future_items"], unseen)
+    batch = trainer.clients.with_negatives(data.batch_of_users([1, 2, 3]), torch.Generator().manual_seed(0))
+    anchor, future = batch["anchor"], batch["views"][:, 0]
+    for row in range(len(anchor)):
+        n = int((anchor[row] > 0).sum())
+        assert torch.equal(future[row, :n], anchor[row, :n]) and (future[row, n : n + 3] > 0).all()
+    model.eval()
+    with_future = model.client_loss(batch)[0]
+    model.future_weight = 0.0
+    without = model.client_loss(batch)[0]
+    model.future_weight = 0.5
+    _, future_states = model.encode_views(anchor, batch["views"], batch["negatives"])
+    mean_future = model.future_item_losses(future_states, future, batch["future_count"]).sum() / (3 * len(anchor))
+    assert torch.allclose(with_future - without, 0.5 * mean_future, atol=1e-5) and mean_future > 0

@@ -18,6 +18,14 @@ class ClientViews:
     counterfactual: list  # N: history whose last items are swapped for ones contrary to the user's taste (negative)
 
 
+def appended_count(history, future):
+    """How many items F appends to the history: its continuation, if F starts with the whole history (generated
+    views), else 0 (a random or perturbed F is the history changed, not continued)."""
+    history, future = np.asarray(history), np.asarray(future)
+    extends = len(future) > len(history) and np.array_equal(future[: len(history)], history)
+    return len(future) - len(history) if extends else 0
+
+
 @dataclass
 class ViewShape:
     """How many items each view changes (properties/augment.yaml's view_* keys)."""

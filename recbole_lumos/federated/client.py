@@ -88,7 +88,7 @@ def cohort_objective(model, batch, heads, client_weight):
         return rec_sum, rec_mean, torch.zeros_like(rec_mean)
     anchor, negatives, owner = batch["anchor"], batch["negatives"], batch["owner"]
     U, K = negatives.shape[:2]
-    hidden = model.last_states(model.stack_sequences(anchor, batch["views"], negatives))
+    hidden, future_states = model.encode_views(anchor, batch["views"], negatives)
     rows = torch.cat([torch.arange(U), torch.arange(U).repeat_interleave(3), torch.arange(U).repeat_interleave(K)])
     if heads:  # private heads: each row through its own client's
         row_heads = {name: value[rows.to(value.device)] for name, value in heads.items()}
@@ -98,6 +98,11 @@ def cohort_objective(model, batch, heads, client_weight):
     tri = model.tri_view_loss_of_states(F.normalize(projected, dim=-1), anchor, K)
     users = torch.bincount(owner, minlength=len(client_weight)).to(client_weight.dtype)
     objective = rec_sum + model.tri_weight * (tri * (client_weight / users)[owner]).sum()
+    if model.future_weight:  # each client's L_future is the mean over its own appended items, as in client_loss
+        count = batch["future_count"]
+        targets = torch.bincount(owner, weights=count.to(client_weight.dtype), minlength=len(client_weight))
+        future = model.future_item_losses(future_states, batch["views"][:, 0], count)
+        objective = objective + model.future_weight * (future * (client_weight / targets.clamp(min=1))[owner]).sum()
     return objective, rec_mean, tri.detach().mean()
 
 

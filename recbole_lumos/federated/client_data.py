@@ -1,7 +1,8 @@
 """Every client's training tensors, laid out once so that a cohort of clients is gathered with one index.
 
 A user's training history becomes windows of L+1 items (stride L from the most recent end, so each training
-target is predicted exactly once), an anchor (its last L items) and its three views (last L items of each).
+target is predicted exactly once), an anchor (its last L items), its three views (last L items of each) and the
+count of items its F appends (the continuation L_future reads).
 Row 0 of every table is all padding: cohorts pad their clients to the same number of windows/users with it.
 A cohort's tensors come out cut to its longest row, and cohorts group clients of similar history lengths.
 """
@@ -10,6 +11,7 @@ import itertools
 import numpy as np
 import torch
 
+from recbole_lumos.augment.base import appended_count
 from recbole_lumos.model.sequences import right_pad, trim_padding
 
 
@@ -32,10 +34,11 @@ class ClientData:
         self.windows = torch.from_numpy(np.stack(windows))
         self.anchor = torch.from_numpy(right_pad([[]] + [histories[u] for u in users], max_len))
         self.max_len, self.user_row = max_len, user_row
+        self.histories, self.clients = histories, clients  # user ids per client
         self.views = torch.zeros(len(users) + 1, 3, max_len, dtype=torch.long)
+        self.future_count = torch.zeros(len(users) + 1, dtype=torch.long)  # items each F appends to its history
         if views:
             self.set_views(views)
-        self.histories, self.clients = histories, clients  # user ids per client
         self.client_users = [np.array([user_row[u] for u in client]) for client in clients]
         self.client_windows = [np.concatenate([user_windows[u] for u in client]) for client in clients]
         self.client_length = [max(min(len(histories[u]), max_len) for u in client) for client in clients]
@@ -47,6 +50,8 @@ class ClientData:
         rows = [[views[u].future, views[u].rephrase, views[u].counterfactual] for u in users]
         padded = torch.from_numpy(right_pad([v for row in rows for v in row], self.max_len)).view(-1, 3, self.max_len)
         self.views[[self.user_row[u] for u in users]] = padded
+        self.future_count[[self.user_row[u] for u in users]] = torch.tensor(
+            [appended_count(self.histories[u], views[u].future) for u in users])
 
     @property
     def num_clients(self):
@@ -63,14 +68,16 @@ class ClientData:
         """Stacked tensors of several clients: windows [C, W, L+1], anchor [C, U, L], views [C, U, 3, L]."""
         window_index = self._pad_index([self.client_windows[c] for c in client_ids])
         user_index = self._pad_index([self.client_users[c] for c in client_ids])
-        return self._trimmed(self.windows[window_index], self.anchor[user_index], self.views[user_index])
+        return {**self._trimmed(self.windows[window_index], self.anchor[user_index], self.views[user_index]),
+                "future_count": self.future_count[user_index]}
 
     def batch_of_users(self, client_ids):
         """All windows and users of these clients in one flat batch; owner: each user's position in client_ids."""
         windows = torch.from_numpy(np.concatenate([self.client_windows[c] for c in client_ids]))
         users = torch.from_numpy(np.concatenate([self.client_users[c] for c in client_ids]))
         owner = torch.cat([torch.full((len(self.client_users[c]),), k) for k, c in enumerate(client_ids)])
-        return {**self._trimmed(self.windows[windows], self.anchor[users], self.views[users]), "owner": owner}
+        return {**self._trimmed(self.windows[windows], self.anchor[users], self.views[users]), "owner": owner,
+                "future_count": self.future_count[users]}
 
     @staticmethod
     def _trimmed(windows, anchor, views):

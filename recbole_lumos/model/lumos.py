@@ -1,10 +1,13 @@
 """LUMOS: a SASRec backbone with a projection head and a tri-view contrastive loss.
 
-    L = L_rec + tri_weight * L_tri
+    L = L_rec + tri_weight * L_tri (+ future_weight * L_future)
   L_rec: next-item cross-entropy;
   L_tri = - sum_{v in F, P} log( e^{s(h,h_v)} / (e^{s(h,h_v)} + e^{s(h,h_N)} + sum_j e^{s(h,h_j)}) ),
           s(a, b) = cos(a, b) / tau on projected last-position states of the user's training history (h) and of
-          its views; the h_j are random-item sequences (``tri_extra_negatives``), never another user's data.
+          its views; the h_j are random-item sequences (``tri_extra_negatives``), never another user's data;
+  L_future (optional, ``future_weight``; 0 = the method as DESIGN.md defines it): next-item cross-entropy of the
+          items the generator appended in F (its predicted continuation), read off F's states that L_tri encodes
+          anyway: the continuation as extra training targets, where a sparse history has few of its own.
 ``calculate_loss`` is this objective on a RecBole batch, so RecBole's own ``Trainer`` trains LUMOS; ``client_loss``
 is the same objective on one client's data (every position of its history), which the federated client side
 trains. The model knows nothing of clients, rounds or which parameters stay private (see ``federated/``).
@@ -15,13 +18,15 @@ import torch.nn.functional as F
 from recbole.model.sequential_recommender.sasrec import SASRec
 from torch import nn
 
+from recbole_lumos.augment.base import appended_count
+from recbole_lumos.augment.settings import setting
 from recbole_lumos.model.sequences import random_negatives, right_pad
 
 VIEW_NAMES = ("future", "rephrase", "counterfactual")
 
 
-def _reads_views(tri_weight, views):
-    return tri_weight > 0 and any(v in views for v in ("future", "rephrase"))
+def _reads_views(tri_weight, views, future_weight):
+    return (tri_weight > 0 and any(v in views for v in ("future", "rephrase"))) or future_weight > 0
 
 
 class LUMOS(SASRec):
@@ -30,6 +35,8 @@ class LUMOS(SASRec):
         self.tri_weight = config["tri_weight"]
         self.temperature = config["tri_temperature"]
         self.extra_negatives = config["tri_extra_negatives"]
+        self.future_weight = config["future_weight"] or 0.0
+        self.future_items = setting(config, "view_future_items")  # the most items F appends (a fixed shape for vmap)
         self.views_used = [name for name in VIEW_NAMES if name in (config["tri_views"] or [])]
         # the head the tri-view loss reads states through (tri_head: private, shared: a linear layer; identity: none)
         if config["tri_head"] == "identity":
@@ -39,15 +46,17 @@ class LUMOS(SASRec):
             self.projection.apply(self._init_weights)
         self._config, self._dataset = config, dataset  # calculate_loss builds the views on first use
         self.view_table = None  # [n_users, 4, L]: each user's training history (anchor) and its three views
+        self.future_count = None  # [n_users]: items the generator appended in each user's F (future_counts)
 
     @staticmethod
     def needs_views(config):
-        """Whether training under ``config`` reads generated views (a positive view with a non-zero weight)."""
-        return _reads_views(config["tri_weight"], config["tri_views"] or [])
+        """Whether training under ``config`` reads generated views (a positive view with a non-zero weight, or
+        the continuation of F as targets)."""
+        return _reads_views(config["tri_weight"], config["tri_views"] or [], config["future_weight"] or 0.0)
 
     @property
     def uses_views(self):
-        return _reads_views(self.tri_weight, self.views_used)
+        return _reads_views(self.tri_weight, self.views_used, self.future_weight)
 
     # ----------------------------------------------------------------------------------------- encoder
     def encode(self, item_seq):
@@ -57,10 +66,10 @@ class LUMOS(SASRec):
         x = self.dropout(x)
         return self.trm_encoder(x, self.get_attention_mask(item_seq), output_all_encoded_layers=False)[-1]
 
-    def last_states(self, item_seq):
-        """Hidden state at the last non-padding position [B, H]."""
+    def last_states(self, item_seq, states=None):
+        """Hidden state at the last non-padding position [B, H] (of ``states``, the sequences' encoding, if given)."""
         last = ((item_seq > 0).sum(-1) - 1).clamp(min=0)
-        return self.gather_indexes(self.encode(item_seq), last)
+        return self.gather_indexes(self.encode(item_seq) if states is None else states, last)
 
     # ----------------------------------------------------------------------------------------- losses
     def next_item_loss(self, windows, reduction="mean"):
@@ -93,21 +102,55 @@ class LUMOS(SASRec):
                 loss = loss - torch.log_softmax(logits, dim=1)[:, 0]
         return loss * (anchor > 0).any(-1).to(h.dtype)
 
+    def future_item_losses(self, states, future, counts):
+        """L_future summed per user [U]: cross-entropy of the last ``counts`` [U] items of F [U, L] (the appended
+        continuation), each predicted from F's state one position earlier (states [U, L, H], F's encoding)."""
+        length = (future > 0).sum(-1)
+        counts = torch.minimum(counts.clamp(max=self.future_items), (length - 1).clamp(min=0))  # F[0] has no state before it
+        offsets = torch.arange(self.future_items, device=future.device)
+        targets_at = (length - counts).unsqueeze(1) + offsets  # [U, M]
+        valid = offsets < counts.unsqueeze(1)
+        targets_at = torch.where(valid, targets_at, torch.ones_like(targets_at))
+        inputs = states.gather(1, (targets_at - 1).unsqueeze(-1).expand(-1, -1, states.size(-1)))
+        targets = future.gather(1, targets_at) * valid  # 0 (ignored) where a user has fewer targets
+        logits = inputs @ self.item_embedding.weight.t()
+        losses = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=0, reduction="none")
+        return losses.sum(1)
+
+    def encode_views(self, anchor, views, negatives):
+        """One encoding of ``stack_sequences``' batch: (last-position states [U * (4 + K), H], F's states at every
+        position [U, L, H], which L_future reads)."""
+        U = anchor.size(0)
+        seqs = self.stack_sequences(anchor, views, negatives)
+        states = self.encode(seqs)
+        return self.last_states(seqs, states), states[U : 4 * U : 3]
+
     def tri_view_losses(self, anchor, views, negatives):
         """anchor [U, L]; views [U, 3, L] (future, rephrase, counterfactual); negatives [U, K, L] -> L_tri [U]."""
-        seqs = self.stack_sequences(anchor, views, negatives)
-        h = F.normalize(self.projection(self.last_states(seqs)), dim=-1)
-        return self.tri_view_loss_of_states(h, anchor, negatives.size(1))
+        return self.view_losses(anchor, views, negatives)[0]
+
+    def view_losses(self, anchor, views, negatives, future_count=None):
+        """(L_tri [U], L_future summed per user [U] or None when future_weight is 0), from one encoding."""
+        hidden, future_states = self.encode_views(anchor, views, negatives)
+        tri = self.tri_view_loss_of_states(F.normalize(self.projection(hidden), dim=-1), anchor, negatives.size(1))
+        if not self.future_weight:
+            return tri, None
+        return tri, self.future_item_losses(future_states, views[:, 0], future_count)
 
     def client_loss(self, batch):
         """The objective on one client's data (or a batch of users): (total, rec, tri).
-        batch: windows [W, L+1] of its history; anchor [U, L], views [U, 3, L], negatives [U, K, L]."""
+        batch: windows [W, L+1] of its history; anchor [U, L], views [U, 3, L], negatives [U, K, L], future_count
+        [U] (items appended in each F)."""
         rec = self.next_item_loss(batch["windows"])
         if not self.uses_views:
             return rec, rec.detach(), torch.zeros_like(rec)
         anchors = (batch["anchor"] > 0).any(-1).sum().clamp(min=1)
-        tri = self.tri_view_losses(batch["anchor"], batch["views"], batch["negatives"]).sum() / anchors
-        return rec + self.tri_weight * tri, rec.detach(), tri.detach()
+        tri, future = self.view_losses(batch["anchor"], batch["views"], batch["negatives"], batch.get("future_count"))
+        tri = tri.sum() / anchors
+        total = rec + self.tri_weight * tri
+        if future is not None:
+            total = total + self.future_weight * future.sum() / batch["future_count"].sum().clamp(min=1)
+        return total, rec.detach(), tri.detach()
 
     def calculate_loss(self, interaction):
         """RecBole's contract: the training objective of a batch of (history prefix, next item) rows.
@@ -119,11 +162,15 @@ class LUMOS(SASRec):
             return rec
         if self.view_table is None:
             self.attach_views(self._build_views())
-        rows = self.view_table[interaction[self.USER_ID].to(self.view_table.device)]
+        users = interaction[self.USER_ID].to(self.view_table.device)
+        rows, counts = self.view_table[users], self.future_count[users]
         anchor, views = rows[:, 0], rows[:, 1:]
         negatives = random_negatives(anchor, self.extra_negatives, self.n_items)
-        tri = self.tri_view_losses(anchor, views, negatives).sum() / (anchor > 0).any(-1).sum().clamp(min=1)
-        return rec, self.tri_weight * tri
+        tri, future = self.view_losses(anchor, views, negatives, counts)
+        tri = tri.sum() / (anchor > 0).any(-1).sum().clamp(min=1)
+        if future is None:
+            return rec, self.tri_weight * tri
+        return rec, self.tri_weight * tri, self.future_weight * future.sum() / counts.sum().clamp(min=1)
 
     # ----------------------------------------------------------------------------------------- views
     def _build_views(self):
@@ -137,7 +184,10 @@ class LUMOS(SASRec):
         histories, views = histories_and_views
         L = self.max_seq_length
         table = torch.zeros(self._dataset.num(self.USER_ID), 4, L, dtype=torch.long)
+        counts = torch.zeros(self._dataset.num(self.USER_ID), dtype=torch.long)
         for user, items in histories.items():
             v = views[user]
             table[user] = torch.from_numpy(right_pad([items, v.future, v.rephrase, v.counterfactual], L))
+            counts[user] = appended_count(items, v.future)
         self.view_table = table.to(self.item_embedding.weight.device)
+        self.future_count = counts.to(self.item_embedding.weight.device)
