@@ -130,3 +130,15 @@ def test_the_generated_continuation_reaches_the_loss_end_to_end(tiny_data, in_tm
     _, future_states = model.encode_views(anchor, batch["views"], batch["negatives"])
     mean_future = model.future_item_losses(future_states, future, batch["future_count"]).sum() / (3 * len(anchor))
     assert torch.allclose(with_future - without, 0.5 * mean_future, atol=1e-5) and mean_future > 0
+
+
+def test_central_training_adds_the_future_loss_as_a_third_part(tiny_data, in_tmp):
+    """calculate_loss (RecBole's trainer, federated off) holds L_future as its own logged part: the batch users'
+    appended items, weighted."""
+    _, train, _, _, model, _ = setup_model(tiny_data, views="embedding", future_weight=0.5, federated=False,
+                                           hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    interaction = next(iter(train))
+    parts = model.calculate_loss(interaction)
+    assert len(parts) == 3 and parts[2] > 0
+    users = interaction["user_id"]
+    assert (model.future_count[users] > 0).all()  # every batch user's F continues its history

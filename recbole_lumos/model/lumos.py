@@ -46,7 +46,7 @@ class LUMOS(SASRec):
             self.projection.apply(self._init_weights)
         self._config, self._dataset = config, dataset  # calculate_loss builds the views on first use
         self.view_table = None  # [n_users, 4, L]: each user's training history (anchor) and its three views
-        self.future_count = None  # [n_users]: items the generator appended in each user's F (future_counts)
+        self.future_count = None  # [n_users]: items the generator appended to each user's F (attach_views)
 
     @staticmethod
     def needs_views(config):
@@ -106,7 +106,7 @@ class LUMOS(SASRec):
         """L_future summed per user [U]: cross-entropy of the last ``counts`` [U] items of F [U, L] (the appended
         continuation), each predicted from F's state one position earlier (states [U, L, H], F's encoding)."""
         length = (future > 0).sum(-1)
-        counts = torch.minimum(counts.clamp(max=self.future_items), (length - 1).clamp(min=0))  # F[0] has no state before it
+        counts = torch.minimum(counts.clamp(max=self.future_items), (length - 1).clamp(min=0))  # F[0]: no state before
         offsets = torch.arange(self.future_items, device=future.device)
         targets_at = (length - counts).unsqueeze(1) + offsets  # [U, M]
         valid = offsets < counts.unsqueeze(1)
@@ -130,10 +130,10 @@ class LUMOS(SASRec):
         return self.view_losses(anchor, views, negatives)[0]
 
     def view_losses(self, anchor, views, negatives, future_count=None):
-        """(L_tri [U], L_future summed per user [U] or None when future_weight is 0), from one encoding."""
+        """(L_tri [U], L_future summed per user [U] or None without future_count), from one encoding."""
         hidden, future_states = self.encode_views(anchor, views, negatives)
         tri = self.tri_view_loss_of_states(F.normalize(self.projection(hidden), dim=-1), anchor, negatives.size(1))
-        if not self.future_weight:
+        if future_count is None:
             return tri, None
         return tri, self.future_item_losses(future_states, views[:, 0], future_count)
 
@@ -145,25 +145,27 @@ class LUMOS(SASRec):
         if not self.uses_views:
             return rec, rec.detach(), torch.zeros_like(rec)
         anchors = (batch["anchor"] > 0).any(-1).sum().clamp(min=1)
-        tri, future = self.view_losses(batch["anchor"], batch["views"], batch["negatives"], batch.get("future_count"))
+        counts = batch["future_count"] if self.future_weight else None
+        tri, future = self.view_losses(batch["anchor"], batch["views"], batch["negatives"], counts)
         tri = tri.sum() / anchors
         total = rec + self.tri_weight * tri
         if future is not None:
-            total = total + self.future_weight * future.sum() / batch["future_count"].sum().clamp(min=1)
+            total = total + self.future_weight * future.sum() / counts.sum().clamp(min=1)
         return total, rec.detach(), tri.detach()
 
     def calculate_loss(self, interaction):
         """RecBole's contract: the training objective of a batch of (history prefix, next item) rows.
         L_rec is SASRec's next-item loss; L_tri is computed on the batch's users' training histories and views.
-        Returns L_rec alone when views are off (exactly SASRec), else (L_rec, tri_weight * L_tri): RecBole's
-        trainer sums the parts and logs each."""
+        Returns L_rec alone when views are off (exactly SASRec), else (L_rec, tri_weight * L_tri) and, with
+        future_weight, future_weight * L_future (the batch users' appended items): RecBole's trainer sums the
+        parts and logs each."""
         rec = super().calculate_loss(interaction)
         if not self.uses_views:
             return rec
         if self.view_table is None:
             self.attach_views(self._build_views())
         users = interaction[self.USER_ID].to(self.view_table.device)
-        rows, counts = self.view_table[users], self.future_count[users]
+        rows, counts = self.view_table[users], self.future_count[users] if self.future_weight else None
         anchor, views = rows[:, 0], rows[:, 1:]
         negatives = random_negatives(anchor, self.extra_negatives, self.n_items)
         tri, future = self.view_losses(anchor, views, negatives, counts)
