@@ -131,8 +131,10 @@ def tune(model, dataset, config_files, settings):
                 param_space=space,
                 tune_config=ray_tune.TuneConfig(
                     metric=METRIC, mode="max", num_samples=search["num_samples"],
-                    search_alg=BasicVariantGenerator(points_to_evaluate=first),  # counts as one of num_samples
-                    max_concurrent_trials=search["max_concurrent_trials"],
+                    # the defaults trial counts as one of num_samples; the generator itself keeps the limit on
+                    # trials at once (Ray ignores TuneConfig's max_concurrent_trials beside a generator)
+                    search_alg=BasicVariantGenerator(points_to_evaluate=first,
+                                                     max_concurrent=search["max_concurrent_trials"] or 0),
                     scheduler=ASHAScheduler(max_t=max_t + 1, grace_period=grace,
                                             reduction_factor=search["reduction_factor"]),
                 ),

@@ -1,5 +1,6 @@
 """--tune: a 2-trial Ray Tune search on tiny data, its table, and a best config that runs."""
 import csv
+import json
 
 import pytest
 import yaml
@@ -21,9 +22,17 @@ def test_a_two_trial_search_writes_its_table_and_a_usable_best_config(tiny_data,
         "tune:\n  num_samples: 5\n  grace_period: 1\n")
     (in_tmp / "tiny.yaml").write_text(yaml.safe_dump(tiny_settings(tiny_data)))
     code = run_lumos.main(["--tune", "--model=LUMOS", "--dataset=tiny", "--search_space=space.yaml",
-                           "--config_files=tiny.yaml", "--num_samples=2", "--output_dir=tune", "--epochs=3"])
+                           "--config_files=tiny.yaml", "--num_samples=2", "--output_dir=tune", "--epochs=3",
+                           "--max_concurrent_trials=1"])
     out = capsys.readouterr()
     assert code == 0, out.err
+    reports = [[json.loads(line) for line in path.read_text().splitlines()]
+               for path in sorted((in_tmp / "tune" / "ray").glob("*/*/result.json"))]
+    assert len(reports) == 2 and all(reports)
+    first, second = sorted(reports, key=lambda trial: trial[0]["timestamp"])
+    # one trial at a time: the second started (its first report less that report's time) after the first's last
+    # report; Ray's timestamps are whole seconds, hence the 1 s
+    assert first[-1]["timestamp"] <= second[0]["timestamp"] - second[0]["time_this_iter_s"] + 1
     with open(in_tmp / "tune" / "trials.csv") as f:
         trials = list(csv.DictReader(f))
     assert len(trials) == 2  # --num_samples beat the file's 5
