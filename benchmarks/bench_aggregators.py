@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_aggregators.py                       # amazon-office's LUMOS shape
     .venv/bin/python benchmarks/bench_aggregators.py --clients=99 --params=175000 --threads=2
 
-Defaults: 515 clients a round (10 % of 4,905 users plus 5 % fake clients) x 258,048 shared parameters (LUMOS's
+Defaults: 515 clients a round (10 % of 4,905 users plus 5 % fake clients) x 258,240 shared parameters (LUMOS's
 backbone over amazon-office's 2,421 item rows). ``sorted`` rows time the sort over the clients that the median and
 the trimmed mean used before they selected instead; they are the reference the rules are checked against here.
 Prints its figures; docs/robustness/amazon-office.md records them with the machine they came from.
@@ -19,7 +19,7 @@ from recbole_lumos.federated.aggregators import FedAvg, Krum, Median, NormClip, 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from script_options import parse_options  # noqa: E402
 
-DEFAULTS = {"clients": 515, "params": 258048, "threads": 1, "repeats": 3}
+DEFAULTS = {"clients": 515, "params": 258240, "threads": 1, "repeats": 3}
 
 
 def sorted_median(rows):

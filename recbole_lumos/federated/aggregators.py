@@ -103,7 +103,7 @@ def _clients_needed(rule, needed, per_round, what):
 
 class Median(_Collecting):
     """Coordinate-wise median of the updates (Yin et al., 2018); mean of the two middle values for an even count.
-    torch.median selects without sorting (3.3x faster than a sort over the clients: docs/robustness/amazon-office.md)."""
+    torch.median selects without sorting (3x faster than a sort over the clients: docs/robustness/amazon-office.md)."""
 
     def result(self):
         out = {}
