@@ -15,7 +15,7 @@ from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import FedAvg
 from recbole_lumos.federated.client import CohortTrainer, is_private
 from recbole_lumos.federated.client_data import ClientData, windows_of
-from recbole_lumos.model.sequences import random_negatives, right_pad
+from recbole_lumos.model.sequences import random_negatives, random_prefixes, right_pad
 from recbole_lumos.quick_start import build_config, run
 from tests.conftest import tiny_settings, write_tiny_dataset
 
@@ -281,6 +281,38 @@ def test_perturbed_views_are_redrawn_each_round_and_reach_the_client_tables(tiny
     for user in users:
         expected = right_pad([getattr(drawn[1][user], v) for v in ("future", "rephrase", "counterfactual")], clients.data.max_len)
         assert torch.equal(clients.data.views[clients.data.user_row[user]], torch.from_numpy(expected))
+
+
+def test_random_prefixes_cut_each_row_in_its_second_half():
+    rows = torch.tensor([[5, 6, 7, 8, 9, 0], [1, 2, 3, 4, 5, 6], [4, 2, 0, 0, 0, 0], [7, 0, 0, 0, 0, 0], [0] * 6])
+    generator = torch.Generator().manual_seed(0)
+    kept = set()
+    for _ in range(300):
+        cut = random_prefixes(rows, generator)
+        lengths = (cut > 0).sum(-1)
+        assert torch.equal(cut, rows * (torch.arange(6) < lengths.unsqueeze(-1)))  # a prefix, then padding
+        kept.add(tuple(lengths.tolist()))
+    assert {k[0] for k in kept} == {3, 4} and {k[1] for k in kept} == {3, 4, 5}  # ceil(n/2) .. n-1, each drawn
+    assert {k[2:] for k in kept} == {(1, 1, 0)}  # two items keep one; one item and none stay as they are
+
+
+@pytest.mark.parametrize("anchor", ["history", "prefix"])
+def test_the_tri_view_anchor_a_client_trains_on(tiny_data, in_tmp, anchor):
+    """tri_anchor: history trains L_tri on each user's whole training history, the very sequence validation
+    reads; prefix never hands the loss that sequence (a user with two or more training items)."""
+    _, train, _, _, model, trainer = setup_model(tiny_data, tri_anchor=anchor)
+    trainer.setup(train._dataset)
+    clients = trainer.clients
+    ids = list(range(clients.num_clients))
+    histories = clients.data.batch_of_users(ids)["anchor"]
+    generator = torch.Generator().manual_seed(1)
+    trained = clients.with_negatives(clients.data.batch_of_users(ids), generator)["anchor"].cpu()
+    if anchor == "history":
+        assert torch.equal(trained, histories)
+        return
+    lengths, full = (trained > 0).sum(-1), (histories > 0).sum(-1)
+    assert (full >= 2).all() and (lengths < full).all() and (2 * lengths >= full).all()
+    assert torch.equal(trained, histories * (trained > 0))  # each a prefix of its own user's history
 
 
 @pytest.mark.parametrize("federated", [True, False])

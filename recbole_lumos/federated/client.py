@@ -263,8 +263,10 @@ class Clients:
             self.data.set_views(self.views.build(histories, round=round_idx))
 
     def with_negatives(self, batch, generator):
-        """The batch on the device, with ``tri_extra_negatives`` random-item sequences per anchor."""
+        """The batch on the device: its anchors as the model trains them (``tri_anchor``), with
+        ``tri_extra_negatives`` random-item sequences per anchor."""
         if self.model.uses_views:
+            batch["anchor"] = self.model.training_anchors(batch["anchor"], generator)
             batch["negatives"] = random_negatives(batch["anchor"], self.config["tri_extra_negatives"], self.model.n_items, generator)
         return {k: v.to(self.device) for k, v in batch.items()}
 

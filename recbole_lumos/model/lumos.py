@@ -5,6 +5,8 @@
   L_tri = - sum_{v in F, P} log( e^{s(h,h_v)} / (e^{s(h,h_v)} + e^{s(h,h_N)} + sum_j e^{s(h,h_j)}) ),
           s(a, b) = cos(a, b) / tau on projected last-position states of the user's training history (h) and of
           its views; the h_j are random-item sequences (``tri_extra_negatives``), never another user's data;
+          with ``tri_anchor: prefix`` h reads a random prefix of the history instead (drawn each step), so that the
+          loss does not train the one sequence that validation reads (the whole training history) and no other;
   L_future (optional, ``future_weight``; 0 = the method as DESIGN.md defines it): next-item cross-entropy of the
           items the generator appended in F (its predicted continuation), read off F's states that L_tri encodes
           anyway: the continuation as extra training targets, where a sparse history has few of its own.
@@ -20,7 +22,7 @@ from torch import nn
 
 from recbole_lumos.augment.base import appended_count
 from recbole_lumos.augment.settings import setting
-from recbole_lumos.model.sequences import random_negatives, right_pad
+from recbole_lumos.model.sequences import random_negatives, random_prefixes, right_pad
 
 VIEW_NAMES = ("future", "rephrase", "counterfactual")
 
@@ -38,6 +40,7 @@ class LUMOS(SASRec):
         self.future_weight = config["future_weight"] or 0.0
         self.future_items = setting(config, "view_future_items")  # the most items F appends (a fixed shape for vmap)
         self.views_used = [name for name in VIEW_NAMES if name in (config["tri_views"] or [])]
+        self.anchor_prefixes = config["tri_anchor"] == "prefix"
         # the head the tri-view loss reads states through (tri_head: private, shared: a linear layer; identity: none)
         if config["tri_head"] == "identity":
             self.projection = nn.Identity()
@@ -57,6 +60,10 @@ class LUMOS(SASRec):
     @property
     def uses_views(self):
         return _reads_views(self.tri_weight, self.views_used, self.future_weight)
+
+    def training_anchors(self, histories, generator=None):
+        """The anchors L_tri reads in a training step: the right-padded histories [..., L], or random prefixes."""
+        return random_prefixes(histories, generator) if self.anchor_prefixes else histories
 
     # ----------------------------------------------------------------------------------------- encoder
     def encode(self, item_seq):
@@ -166,7 +173,7 @@ class LUMOS(SASRec):
             self.attach_views(self._build_views())
         users = interaction[self.USER_ID].to(self.view_table.device)
         rows, counts = self.view_table[users], self.future_count[users] if self.future_weight else None
-        anchor, views = rows[:, 0], rows[:, 1:]
+        anchor, views = self.training_anchors(rows[:, 0]), rows[:, 1:]
         negatives = random_negatives(anchor, self.extra_negatives, self.n_items)
         tri, future = self.view_losses(anchor, views, negatives, counts)
         tri = tri.sum() / (anchor > 0).any(-1).sum().clamp(min=1)

@@ -1,4 +1,4 @@
-"""Item-sequence tensors the model and the client side both build: right padding, random item sequences."""
+"""Item-sequence tensors the model and the client side both build: right padding, random item sequences, prefixes."""
 import numpy as np
 import torch
 
@@ -27,3 +27,14 @@ def random_negatives(anchor, num_negatives, num_items, generator=None):
     device = anchor.device if generator is None else generator.device
     items = torch.randint(1, num_items, shape, generator=generator, device=device).to(anchor.device)
     return items * (anchor > 0).unsqueeze(-2)
+
+
+def random_prefixes(sequences, generator=None):
+    """Right-padded sequences [..., L], each cut at a random point of its second half: a row of n >= 2 items keeps
+    its first k, k uniform in [ceil(n / 2), n - 1], so it is never the whole row; shorter rows stay as they are."""
+    n = (sequences > 0).sum(-1)
+    low, high = (n + 1) // 2, (n - 1).clamp(min=1)
+    device = sequences.device if generator is None else generator.device
+    draw = torch.rand(n.shape, generator=generator, device=device).to(sequences.device)
+    keep = torch.minimum(low + (draw * (high - low + 1)).long(), high)
+    return sequences * (torch.arange(sequences.size(-1), device=sequences.device) < keep.unsqueeze(-1))
