@@ -74,7 +74,7 @@ RULES = {
                       f"a list of distinct names among {', '.join(VIEW_NAMES)}"),
     "tri_extra_negatives": at_least(0),
     "tri_head": choice("private", "shared", "identity"),
-    "tri_anchor": choice("history", "prefix"),
+    "tri_anchor": choice("history", "prefix", "aligned_prefix"),
     "future_weight": at_least(0, float),
     "views": choice(*VIEW_KINDS),
     # federation

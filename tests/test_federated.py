@@ -9,7 +9,8 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_seed
 
 from recbole_lumos import registry
-from recbole_lumos.augment.base import ClientViews
+from recbole_lumos.augment.base import ClientViews, place_views
+from recbole_lumos.augment.prefix_views import AlignedPrefixViews, generated_items
 from recbole_lumos.data.partition import partition_clients
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import FedAvg
@@ -313,6 +314,49 @@ def test_the_tri_view_anchor_a_client_trains_on(tiny_data, in_tmp, anchor):
     lengths, full = (trained > 0).sum(-1), (histories > 0).sum(-1)
     assert (full >= 2).all() and (lengths < full).all() and (2 * lengths >= full).all()
     assert torch.equal(trained, histories * (trained > 0))  # each a prefix of its own user's history
+
+
+def test_aligned_prefix_places_the_generated_items_on_a_random_prefix():
+    history = list(range(1, 13))
+    generated = place_views(history, [101, 102, 103], [201, 202], [301, 302, 303], 8, np.random.default_rng(0))
+    assert generated_items(history, generated) == ([101, 102, 103], [201, 202], [301, 302, 303])
+    builder = AlignedPrefixViews({7: generated}, {7: history}, "embedding", {}, window=8, seed=3)
+    lengths = set()
+    for round_idx in range(40):
+        views = builder.build({7: history}, round=round_idx)[7]
+        assert views == builder.build({7: history}, round=round_idx)[7]  # (seed, round, user) fixes the draw
+        anchor = views.anchor
+        lengths.add(len(anchor))
+        assert anchor == history[: len(anchor)] and 6 <= len(anchor) <= 11  # never the whole history
+        assert views.future == anchor + [101, 102, 103]
+        assert views.counterfactual == anchor[:-3] + [301, 302, 303]
+        changed = [i for i, (a, b) in enumerate(zip(anchor, views.rephrase)) if a != b]
+        assert len(views.rephrase) == len(anchor) and [views.rephrase[i] for i in changed] == [201, 202]
+        assert min(changed) >= len(anchor) - 8  # among the prefix's last window items, as on the whole history
+    assert lengths == set(range(6, 12))
+
+
+def test_aligned_prefix_views_and_anchor_reach_the_client_batch(tiny_data, in_tmp):
+    _, train, _, _, model, trainer = setup_model(tiny_data, views="embedding", tri_anchor="aligned_prefix")
+    trainer.setup(train._dataset)
+    clients = trainer.clients
+    ids = list(range(clients.num_clients))
+    clients.redraw_views(ids, round_idx=1)
+    batch = clients.with_negatives(clients.data.batch_of_users(ids), torch.Generator().manual_seed(1))
+    row_user = {row: user for user, row in clients.data.user_row.items()}
+    users = [row_user[r] for c in ids for r in clients.data.client_users[c]]
+    L = clients.data.max_len
+    for user, anchor, views in zip(users, batch["anchor"].cpu().numpy(), batch["views"].cpu().numpy()):
+        history, width = clients.data.histories[user], anchor.shape[0]
+        cuts = [k for k in range((len(history) + 1) // 2, len(history))
+                if np.array_equal(right_pad([history[:k]], L)[0, :width], anchor)]
+        assert cuts, f"user {user}: the anchor is no prefix of the history's second half"  # never the whole history
+        future = right_pad([list(history[: cuts[0]]) + list(clients.views.items[user][0])], L)
+        assert np.array_equal(views[0], future[0, :width])  # F = that prefix + the generator's continuation
+    with pytest.raises(LumosError, match="aligned_prefix moves generated views"):
+        setup_model(tiny_data, model="FedCL4SRec", tri_anchor="aligned_prefix")[-1].setup(train._dataset)
+    with pytest.raises(LumosError, match="plugin's trainer"):
+        model.calculate_loss(next(iter(train)))
 
 
 @pytest.mark.parametrize("federated", [True, False])

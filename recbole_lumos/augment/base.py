@@ -16,6 +16,7 @@ class ClientViews:
     future: list  # F: history followed by predicted continuation items (positive)
     rephrase: list  # P: history with some recent items swapped for equivalent ones (positive)
     counterfactual: list  # N: history whose last items are swapped for ones contrary to the user's taste (negative)
+    anchor: list = None  # the sequence the views were placed on, if not the whole training history (prefix_views.py)
 
 
 def appended_count(history, future):

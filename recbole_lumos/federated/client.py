@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from recbole_lumos.augment import create_view_builder
+from recbole_lumos.augment.prefix_views import AlignedPrefixViews
 from recbole_lumos.augment.random_views import PerturbedViews
 from recbole_lumos.augment.settings import setting, view_seed
 from recbole_lumos.data.partition import dominant_labels, partition_clients
@@ -215,6 +216,13 @@ class Clients:
                     raise LumosError("views_perturb perturbs generated views: use it with views llm or embedding "
                                      "(random views are redrawn every round already)")
                 self.views = PerturbedViews(views, self.views.name, self.views.stats(), model.n_items, view_seed(config))
+                views = None
+            if config["tri_anchor"] == "aligned_prefix":  # generated views moved onto a fresh prefix every round
+                if views is None:
+                    raise LumosError("tri_anchor aligned_prefix moves generated views: use it with views llm or "
+                                     "embedding and without views_perturb")
+                self.views = AlignedPrefixViews(views, histories, self.views.name, self.views.stats(),
+                                                setting(config, "view_window_items"), view_seed(config))
                 views = None
             logger.info(set_color("views", "blue") + f": {self.views.name} {self.views.stats()}")
         logger.info(set_color("clients", "blue") + f": {len(clients)} holding {len(users)} users")

@@ -45,13 +45,16 @@ class ClientData:
         self.num_samples = torch.tensor([float((self.windows[w, 1:] > 0).sum()) for w in self.client_windows])
 
     def set_views(self, views):
-        """Replace the views of these users ({user: ClientViews}); the others keep theirs."""
+        """Replace the views of these users ({user: ClientViews}); the others keep theirs. Views placed on another
+        anchor than the whole history (ClientViews.anchor) replace the user's anchor too."""
         users = list(views)
         rows = [[views[u].future, views[u].rephrase, views[u].counterfactual] for u in users]
         padded = torch.from_numpy(right_pad([v for row in rows for v in row], self.max_len)).view(-1, 3, self.max_len)
-        self.views[[self.user_row[u] for u in users]] = padded
-        self.future_count[[self.user_row[u] for u in users]] = torch.tensor(
-            [appended_count(self.histories[u], views[u].future) for u in users])
+        index = [self.user_row[u] for u in users]
+        self.views[index] = padded
+        anchors = [self.histories[u] if views[u].anchor is None else views[u].anchor for u in users]
+        self.anchor[index] = torch.from_numpy(right_pad(anchors, self.max_len))
+        self.future_count[index] = torch.tensor([appended_count(a, views[u].future) for a, u in zip(anchors, users)])
 
     @property
     def num_clients(self):

@@ -7,6 +7,7 @@
           its views; the h_j are random-item sequences (``tri_extra_negatives``), never another user's data;
           with ``tri_anchor: prefix`` h reads a random prefix of the history instead (drawn each step), so that the
           loss does not train the one sequence that validation reads (the whole training history) and no other;
+          ``aligned_prefix`` moves the views onto that prefix too (augment/prefix_views.py, the federated side);
   L_future (optional, ``future_weight``; 0 = the method as DESIGN.md defines it): next-item cross-entropy of the
           items the generator appended in F (its predicted continuation), read off F's states that L_tri encodes
           anyway: the continuation as extra training targets, where a sparse history has few of its own.
@@ -22,6 +23,7 @@ from torch import nn
 
 from recbole_lumos.augment.base import appended_count
 from recbole_lumos.augment.settings import setting
+from recbole_lumos.errors import LumosError
 from recbole_lumos.model.sequences import random_negatives, random_prefixes, right_pad
 
 VIEW_NAMES = ("future", "rephrase", "counterfactual")
@@ -170,6 +172,9 @@ class LUMOS(SASRec):
         if not self.uses_views:
             return rec
         if self.view_table is None:
+            if self._config["tri_anchor"] == "aligned_prefix":
+                raise LumosError("tri_anchor aligned_prefix redraws the views every round: train LUMOS with the "
+                                 "plugin's trainer (run_lumos.py), not RecBole's")
             self.attach_views(self._build_views())
         users = interaction[self.USER_ID].to(self.view_table.device)
         rows, counts = self.view_table[users], self.future_count[users] if self.future_weight else None
