@@ -1,4 +1,4 @@
-"""Paired significance of a benchmark: one run against every other, over test users, pooled over seeds.
+"""Paired significance of a benchmark: one run against every other, over test users and over seeds.
 
     python benchmarks/significance.py --runs_dir=results/benchmark/ml-100k --reference=LUMOS-llm \
         --output=docs/benchmarks/constrained-views/ml-100k-significance.md [--runs=FedSASRec,FedCL4SRec]
@@ -7,9 +7,9 @@ For every finished run (``<runs_dir>/<run>/seed<seed>/``, as ``run_lumos.py --be
 each test user's NDCG@20 and HR@20 that the run wrote beside its result file (``recbole_lumos/significance.py``);
 for a run from before runs wrote them, it reloads the best model with RecBole's ``load_data_and_model``, evaluates
 the test users with RecBole's own evaluator and writes them there. Users are paired by (seed, user): the split is
-the same for every run. The test is scipy's Wilcoxon signed-rank test (users with equal values drop out, its
-default); the table gives both means, the relative difference and the p-value. The benchmark's tables carry the
-same test against the plan's ``reference`` run.
+the same for every run. The tests are scipy's Wilcoxon signed-rank test over the pooled pairs (users with equal
+values drop out, its default) and a paired t-test over the seeds' means; the table gives both means, the relative
+difference and both p-values. The benchmark's tables carry the same tests against the plan's ``reference`` run.
 """
 import glob
 import os
@@ -26,7 +26,7 @@ from recbole.quick_start import load_data_and_model  # noqa: E402
 from recbole.utils import get_trainer  # noqa: E402
 from recbole_lumos.benchmark import result_file  # noqa: E402
 from recbole_lumos.significance import (PER_USER_METRICS, evaluate_per_user, load_per_user,  # noqa: E402
-                                       paired_comparison, save_per_user)
+                                       paired_comparison, save_per_user, seed_comparison)
 from script_options import parse_options  # noqa: E402  (benchmarks/)
 
 def per_user_test(seed_folder):
@@ -60,21 +60,24 @@ def main(argv):
     reference = options["reference"]
     if reference not in runs:
         raise SystemExit(f"error: no finished run '{reference}' in {options['runs_dir']}: have {', '.join(runs)}")
-    lines = [f"# {reference} against each run: paired Wilcoxon signed-rank test over test users",
+    lines = [f"# {reference} against each run: paired tests over test users and over seeds",
              "", f"`python benchmarks/significance.py {' '.join(argv)}` ({time.strftime('%Y-%m-%d')}). "
-             "Pairs are (seed, user) over the seeds both runs finished.", "",
-             "| run | seeds | pairs | metric | " + reference + " | run | relative difference | p |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Over the seeds both runs finished: 'p, users' is a Wilcoxon signed-rank test over the (seed, user) "
+             "pairs, 'p, seeds' a paired t-test over the seeds' means, which sees the run-to-run noise the first "
+             "does not (recbole_lumos/significance.py).", "",
+             "| run | seeds | pairs | metric | " + reference + " | run | relative difference | p, users | p, seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for run in sorted(runs):
         if run == reference:
             continue
         seeds = sorted(set(runs[run]) & set(runs[reference]))
         for metric in PER_USER_METRICS:
-            a = np.concatenate([runs[reference][s][metric] for s in seeds])
-            b = np.concatenate([runs[run][s][metric] for s in seeds])
+            mine, theirs = [runs[reference][s][metric] for s in seeds], [runs[run][s][metric] for s in seeds]
+            a, b = np.concatenate(mine), np.concatenate(theirs)
             difference, p = paired_comparison(a, b)
+            p_seeds = seed_comparison(mine, theirs)
             lines.append(f"| {run} | {len(seeds)} | {len(a)} | {metric.upper().replace('HIT', 'HR')} | {a.mean():.4f} | {b.mean():.4f} | "
-                         f"{difference:+.1%} | {p:.3g} |")
+                         f"{difference:+.1%} | {p:.3g} | {'' if p_seeds is None else f'{p_seeds:.3g}'} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if options["output"]:

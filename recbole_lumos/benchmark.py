@@ -43,7 +43,7 @@ from recbole_lumos.errors import LumosError
 from recbole_lumos.registry import plugin_models
 from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, prepare_views
 from recbole_lumos.record import per_user_path, read_record, write_per_user
-from recbole_lumos.significance import PER_USER_METRICS, load_per_user, paired_comparison
+from recbole_lumos.significance import PER_USER_METRICS, load_per_user, paired_comparison, seed_comparison
 
 CURVE_METRIC = "ndcg@20"
 # what a run measured beyond its metrics: a column wherever some run has it (DP runs, LUMOS's head diagnostics)
@@ -335,8 +335,8 @@ def is_tuned(row):
 
 
 def reference_comparisons(reference, runs, per_user, rows):
-    """{run: [cell per PER_USER_METRICS]}: the reference's mean against the run's, '+6.3 % (p 0.024)', paired over
-    the (seed, test user) pairs where both finished (Wilcoxon signed-rank, recbole_lumos/significance.py).
+    """{run: [cell per PER_USER_METRICS]}: the reference's mean against the run's (``comparison_cell``) over the
+    seeds where both finished.
     A tuned run is only compared with tuned runs and an untuned one with untuned ones: against settings of another
     budget a difference says more about the tuning than about the models."""
     tuned = {(r["run"], r["seed"]): is_tuned(r) for r in rows}
@@ -354,12 +354,17 @@ def reference_comparisons(reference, runs, per_user, rows):
             cell = "" if name == reference else "n/a (tuned against untuned)" if both else "n/a"
             cells[name] = [cell] * len(PER_USER_METRICS)
             continue
-        cells[name] = []
-        for metric in PER_USER_METRICS:
-            difference, p = paired_comparison(np.concatenate([mine[s][metric] for s in seeds]),
-                                              np.concatenate([theirs[s][metric] for s in seeds]))
-            cells[name].append(f"{difference:+.1%} (p {p:.2g}, {len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+        cells[name] = [comparison_cell([mine[s][metric] for s in seeds], [theirs[s][metric] for s in seeds])
+                       for metric in PER_USER_METRICS]
     return cells
+
+
+def comparison_cell(mine, theirs):
+    """'+6.5% (p 0.048 users, 0.12 seeds; 3 seeds)' from two runs' per-user values, one array per seed."""
+    difference, p_users = paired_comparison(np.concatenate(mine), np.concatenate(theirs))
+    p_seeds = seed_comparison(mine, theirs)
+    over_seeds = "" if p_seeds is None else f", {p_seeds:.2g} seeds"
+    return f"{difference:+.1%} (p {p_users:.2g} users{over_seeds}; {len(mine)} seed{'s' if len(mine) > 1 else ''})"
 
 
 def budget_used(rows):
@@ -452,9 +457,11 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file,
         "Wall time is the whole run (data loading, training, evaluation) in its own process; peak memory is that "
         "process's maximum resident set (or GPU allocation, whichever is larger)."
         + (f" '{reference} vs run': how far {reference}'s mean is above the run's (relative difference) and the "
-           "p-value of a paired Wilcoxon signed-rank test over the test users of the seeds both runs finished, "
-           "tuned only against tuned and untuned against untuned (recbole_lumos/significance.py); p >= 0.05 reads "
-           "as inside the noise." if reference else ""),
+           "p-values of a paired Wilcoxon signed-rank test over the test users of the seeds both runs finished "
+           "('users') and of a paired t-test over those seeds' means ('seeds', which sees the run-to-run noise "
+           "the first does not), tuned only against tuned and untuned against untuned "
+           "(recbole_lumos/significance.py); p >= 0.05 reads as inside the noise, and a small 'users' p with a "
+           "large 'seeds' p as not shown." if reference else ""),
         "",
         tables,
         "",

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import torch
 import yaml
-from scipy.stats import wilcoxon
+from scipy.stats import ttest_rel, wilcoxon
 
 import run_lumos
 from tests.conftest import tiny_settings
@@ -130,7 +130,7 @@ def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_meas
     row = next(line for line in views.splitlines() if line.startswith("| LUMOS |")).split(" | ")
     expected_p = wilcoxon(reference["ndcg@20"], lumos["ndcg@20"]).pvalue
     relative = (reference["ndcg@20"].mean() - lumos["ndcg@20"].mean()) / lumos["ndcg@20"].mean()
-    assert row[header.index("FedSASRec vs run, NDCG@20")] == f"{relative:+.1%} (p {expected_p:.2g}, 1 seed)"
+    assert row[header.index("FedSASRec vs run, NDCG@20")] == f"{relative:+.1%} (p {expected_p:.2g} users; 1 seed)"
     assert row[header.index("Epochs or rounds run / budget")] == "2 / 2"  # which budget each row had
     assert row[header.index("Settings")].startswith("Best of 2 trials of LUMOS on tiny")
     plain_header = next(line for line in plain.splitlines() if line.startswith("| Run ")).split(" | ")
@@ -176,9 +176,25 @@ def test_a_tuned_reference_is_tested_only_against_tuned_runs_of_the_same_seeds()
     rows = [{"run": run, "seed": seed, "tuning": t} for (run, seed), t in tuning.items()]
     cells = reference_comparisons("A", [("A", "M", {}), ("B", "M", {}), ("C", "M", {})], values, rows)
     a, b = values["A", 1]["ndcg@20"], values["B", 1]["ndcg@20"]  # B's seed 2 ran untuned: left out of the pairing
-    expected = f"{(a.mean() - b.mean()) / b.mean():+.1%} (p {wilcoxon(a, b).pvalue:.2g}, 1 seed)"
+    expected = f"{(a.mean() - b.mean()) / b.mean():+.1%} (p {wilcoxon(a, b).pvalue:.2g} users; 1 seed)"
     assert cells["B"][0] == expected
     assert cells["C"] == ["n/a (tuned against untuned)"] * 2 and cells["A"] == ["", ""]
+
+
+def test_two_seeds_are_tested_over_users_and_over_the_seeds_means():
+    from recbole_lumos.benchmark import comparison_cell
+    from recbole_lumos.significance import seed_comparison
+
+    rng = np.random.default_rng(1)
+    mine = [rng.random(40) + 0.1, rng.random(40) + 0.05]
+    theirs = [rng.random(40), rng.random(40) + 0.02]
+    pooled_a, pooled_b = np.concatenate(mine), np.concatenate(theirs)
+    p_seeds = ttest_rel([m.mean() for m in mine], [t.mean() for t in theirs]).pvalue
+    relative = (pooled_a.mean() - pooled_b.mean()) / pooled_b.mean()
+    assert comparison_cell(mine, theirs) == (f"{relative:+.1%} (p {wilcoxon(pooled_a, pooled_b).pvalue:.2g} users, "
+                                             f"{p_seeds:.2g} seeds; 2 seeds)")
+    # no test over seeds from one seed, and none from a run against itself
+    assert seed_comparison(mine[:1], theirs[:1]) is None and seed_comparison(mine, mine) == 1.0
 
 
 def test_shipped_plans_name_only_their_own_runs():
