@@ -8,6 +8,7 @@ from conftest_tiny_llm import HISTORIES, FakeDataset, check, make_tiny_llm, tiny
 
 from recbole_lumos.augment.base import ViewShape
 from recbole_lumos.augment.catalogue_decoding import CatalogueDecoder
+from recbole_lumos.augment.llm_backend import threads_for_free_cores
 from recbole_lumos.augment.llm_views import LLMViewBuilder, build_llm_views
 from recbole_lumos.federated.client_data import ClientData
 
@@ -143,6 +144,30 @@ def test_torn_cache_line_is_dropped(make_builder, monkeypatch):
     resumed = CountingDecoder()
     monkeypatch.setattr(CatalogueDecoder, "decode", resumed.decode)
     assert make_builder().build(HISTORIES) == views and resumed.clients == 1
+
+
+def test_generation_runs_on_the_cores_other_processes_leave_free(make_builder, monkeypatch):
+    assert threads_for_free_cores(2, cores=2, busy_cores=0.2) == 2  # an idle machine: torch's threads
+    assert threads_for_free_cores(2, cores=2, busy_cores=1.0) == 1  # beside one busy job
+    assert threads_for_free_cores(2, cores=2, busy_cores=2.0) == 1  # at least one
+    assert threads_for_free_cores(4, cores=16, busy_cores=3.0) == 4  # never more than torch had
+    import psutil
+    import torch
+
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval: 50.0)  # one of two cores busy elsewhere
+    monkeypatch.setattr(psutil, "cpu_count", lambda: 2)
+    threads_seen = []
+
+    def decode(decoder, *args, **kwargs):
+        threads_seen.append(torch.get_num_threads())
+        return REAL_DECODE(decoder, *args, **kwargs)
+
+    monkeypatch.setattr(CatalogueDecoder, "decode", decode)
+    torch.set_num_threads(2)  # the one_thread fixture restores the suite's count
+    views = make_builder().build(HISTORIES)
+    assert threads_seen and set(threads_seen) == {1}
+    assert torch.get_num_threads() == 2  # restored after generation
+    check(views, HISTORIES)
 
 
 def test_sampling_is_deterministic_per_client(make_builder):

@@ -10,6 +10,7 @@ cache keyed per client, so reruns are free, interrupted runs resume and one chan
 Batches run in this process or, with ``workers`` > 1 or a ``ray_address``, on Ray workers holding one LLM each.
 """
 import time
+from contextlib import nullcontext
 from logging import getLogger
 
 import numpy as np
@@ -22,7 +23,7 @@ from recbole_lumos.augment.catalogue import catalogue_from_dataset
 from recbole_lumos.augment.catalogue_decoding import CatalogueDecoder
 from recbole_lumos.augment.embedding_views import client_seed, require_text, view_shape
 from recbole_lumos.augment.item_space import ItemSpace, LazyEncoder
-from recbole_lumos.augment.llm_backend import LLMBackend, choose_dtype, weights_digest
+from recbole_lumos.augment.llm_backend import LLMBackend, choose_dtype, threads_on_free_cores, weights_digest
 from recbole_lumos.augment.prompts import PromptBook, answer_title
 from recbole_lumos.augment.settings import setting, view_seed
 
@@ -108,8 +109,11 @@ class LLMViewBuilder(ViewBuilder):
         todo = [client for client in histories if keys[str(client)] not in records]
         batches = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
         start, tokens = time.perf_counter(), 0
-        with tqdm(total=len(histories), initial=len(histories) - len(todo), unit="client", desc="LLM views",
-                  disable=not todo) as bar:
+        here_on_cpu = (self.workers <= 1 and not self.ray_address
+                       and (self.backend_options.get("device") or "cpu") == "cpu")  # Ray workers set their own
+        with threads_on_free_cores(getLogger()) if todo and here_on_cpu else nullcontext(), \
+                tqdm(total=len(histories), initial=len(histories) - len(todo), unit="client", desc="LLM views",
+                     disable=not todo) as bar:
             for new, batch_tokens in self._run(batches, histories):
                 for record in new:
                     record["key"] = keys[record["client"]]
