@@ -10,7 +10,13 @@ the test users with RecBole's own evaluator and writes them there. Users are pai
 the same for every run. The tests are scipy's Wilcoxon signed-rank test over the pooled pairs (users with equal
 values drop out, its default) and a paired t-test over the seeds' means; the table gives both means, the relative
 difference and both p-values. The benchmark's tables carry the same tests against the plan's ``reference`` run.
+
+    python benchmarks/significance.py --runs_csv=docs/benchmarks/head-to-head/amazon-office-runs.csv
+
+reads the seeds' test means from a benchmark's runs CSV instead, for a table whose per-user values were not kept:
+the test over the seeds only.
 """
+import csv
 import glob
 import os
 import sys
@@ -45,26 +51,47 @@ def per_user_test(seed_folder):
     return values
 
 
+def per_user_runs(runs_dir):
+    """{run: {seed: {metric: each test user's value}}} of the finished runs in a benchmark's runs folder."""
+    runs = {}
+    for seed_folder in sorted(glob.glob(os.path.join(runs_dir, "*", "seed*"))):
+        if glob.glob(os.path.join(seed_folder, "*", "*.json")):  # else unfinished or failed
+            run, seed = seed_folder.split(os.sep)[-2:]
+            runs.setdefault(run, {})[seed] = per_user_test(seed_folder)
+    return runs
+
+
+def seed_mean_runs(runs_csv):
+    """{run: {seed: {metric: [the seed's test mean]}}} from a benchmark's runs CSV: the t-test over the seeds'
+    means needs no more, the test over users cannot be run from it."""
+    if not os.path.isfile(runs_csv):
+        raise SystemExit(f"error: no runs CSV at {runs_csv}")
+    runs = {}
+    with open(runs_csv, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["status"] == "ok":
+                runs.setdefault(row["run"], {})[f"seed{row['seed']}"] = {
+                    metric: np.array([float(row[metric])]) for metric in PER_USER_METRICS}
+    return runs
+
+
 def main(argv):
     options = parse_options(argv, {"runs_dir": "results/benchmark/ml-100k", "reference": "LUMOS-llm", "output": "",
-                                   "runs": ""})
+                                   "runs": "", "runs_csv": ""})
     only = {name.strip() for name in options["runs"].split(",") if name.strip()}  # "": every run of the folder
-    runs = {}
-    for seed_folder in sorted(glob.glob(os.path.join(options["runs_dir"], "*", "seed*"))):
-        if not glob.glob(os.path.join(seed_folder, "*", "*.json")):
-            continue  # unfinished or failed
-        run, seed = seed_folder.split(os.sep)[-2:]
-        if only and run not in only | {options["reference"]}:
-            continue
-        runs.setdefault(run, {})[seed] = per_user_test(seed_folder)
+    over_users = not options["runs_csv"]
+    runs = per_user_runs(options["runs_dir"]) if over_users else seed_mean_runs(options["runs_csv"])
     reference = options["reference"]
+    runs = {run: seeds for run, seeds in runs.items() if not only or run in only | {reference}}
     if reference not in runs:
-        raise SystemExit(f"error: no finished run '{reference}' in {options['runs_dir']}: have {', '.join(runs)}")
+        where = options["runs_dir"] if over_users else options["runs_csv"]
+        raise SystemExit(f"error: no finished run '{reference}' in {where}: have {', '.join(runs)}")
     lines = [f"# {reference} against each run: paired tests over test users and over seeds",
              "", f"`python benchmarks/significance.py {' '.join(argv)}` ({time.strftime('%Y-%m-%d')}). "
              "Over the seeds both runs finished: 'p, users' is a Wilcoxon signed-rank test over the (seed, user) "
              "pairs, 'p, seeds' a paired t-test over the seeds' means, which sees the run-to-run noise the first "
-             "does not (recbole_lumos/significance.py).", "",
+             "does not (recbole_lumos/significance.py)."
+             + ("" if over_users else " Read from a runs CSV: the seeds' means, no per-user values."), "",
              "| run | seeds | pairs | metric | " + reference + " | run | relative difference | p, users | p, seeds |",
              "|---|---|---|---|---|---|---|---|---|"]
     for run in sorted(runs):
@@ -75,9 +102,11 @@ def main(argv):
             mine, theirs = [runs[reference][s][metric] for s in seeds], [runs[run][s][metric] for s in seeds]
             a, b = np.concatenate(mine), np.concatenate(theirs)
             difference, p = paired_comparison(a, b)
+            p_users, pairs = (f"{p:.3g}", len(a)) if over_users else ("not kept", "")
             p_seeds = seed_comparison(mine, theirs)
-            lines.append(f"| {run} | {len(seeds)} | {len(a)} | {metric.upper().replace('HIT', 'HR')} | {a.mean():.4f} | {b.mean():.4f} | "
-                         f"{difference:+.1%} | {p:.3g} | {'' if p_seeds is None else f'{p_seeds:.3g}'} |")
+            p_seeds = "" if p_seeds is None else f"{p_seeds:.3g}"
+            lines.append(f"| {run} | {len(seeds)} | {pairs} | {metric.upper().replace('HIT', 'HR')} | {a.mean():.4f} | "
+                         f"{b.mean():.4f} | {difference:+.1%} | {p_users} | {p_seeds} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if options["output"]:

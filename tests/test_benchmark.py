@@ -197,6 +197,28 @@ def test_two_seeds_are_tested_over_users_and_over_the_seeds_means():
     assert seed_comparison(mine[:1], theirs[:1]) is None and seed_comparison(mine, mine) == 1.0
 
 
+def test_a_runs_csv_is_tested_over_the_seeds_means(tmp_path):
+    """benchmarks/significance.py --runs_csv: tables without per-user values get the seed-level test only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ndcg = {"LUMOS-llm": [0.081, 0.079, 0.084], "FedSASRec": [0.077, 0.078, 0.080]}
+    lines = ["run,seed,status,ndcg@20,hit@20"] + [f"{run},{2020 + i},ok,{v},{2 * v}" for run, values in ndcg.items()
+                                                   for i, v in enumerate(values)]
+    lines.append("FedSASRec,2023,failed,,")  # a failed run is not a seed
+    (tmp_path / "runs.csv").write_text("\n".join(lines) + "\n")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "significance.py"
+    subprocess.run([sys.executable, str(script), f"--runs_csv={tmp_path / 'runs.csv'}",
+                    f"--output={tmp_path / 'out.md'}"], check=True, capture_output=True)
+    [row] = [line for line in (tmp_path / "out.md").read_text().splitlines() if line.startswith("| FedSASRec | 3 |")
+             and "NDCG@20" in line]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    relative = np.mean(ndcg["LUMOS-llm"]) / np.mean(ndcg["FedSASRec"]) - 1
+    assert cells[6] == f"{relative:+.1%}" and cells[7] == "not kept"
+    assert cells[8] == f"{ttest_rel(ndcg['LUMOS-llm'], ndcg['FedSASRec']).pvalue:.3g}"
+
+
 def test_shipped_plans_name_only_their_own_runs():
     from recbole_lumos.benchmark import plan_path, read_plan, select_runs
     from recbole_lumos.paths import PROPERTIES
