@@ -148,6 +148,7 @@ def test_torn_cache_line_is_dropped(make_builder, monkeypatch):
 
 def test_generation_runs_on_the_cores_other_processes_leave_free(make_builder, monkeypatch):
     assert threads_for_free_cores(2, cores=2, busy_cores=0.2) == 2  # an idle machine: torch's threads
+    assert threads_for_free_cores(2, cores=2, busy_cores=0.6) == 2  # a blip is not a busy core
     assert threads_for_free_cores(2, cores=2, busy_cores=1.0) == 1  # beside one busy job
     assert threads_for_free_cores(2, cores=2, busy_cores=2.0) == 1  # at least one
     assert threads_for_free_cores(4, cores=16, busy_cores=3.0) == 4  # never more than torch had
