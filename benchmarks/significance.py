@@ -51,12 +51,13 @@ def per_user_test(seed_folder):
     return values
 
 
-def per_user_runs(runs_dir):
-    """{run: {seed: {metric: each test user's value}}} of the finished runs in a benchmark's runs folder."""
+def per_user_runs(runs_dir, wanted):
+    """{run: {seed: {metric: each test user's value}}} of the finished runs in a benchmark's runs folder (those
+    that ``wanted(run)``: an old run's values may have to be recomputed, which takes a while)."""
     runs = {}
     for seed_folder in sorted(glob.glob(os.path.join(runs_dir, "*", "seed*"))):
-        if glob.glob(os.path.join(seed_folder, "*", "*.json")):  # else unfinished or failed
-            run, seed = seed_folder.split(os.sep)[-2:]
+        run, seed = seed_folder.split(os.sep)[-2:]
+        if wanted(run) and glob.glob(os.path.join(seed_folder, "*", "*.json")):  # else unfinished or failed
             runs.setdefault(run, {})[seed] = per_user_test(seed_folder)
     return runs
 
@@ -79,10 +80,11 @@ def main(argv):
     options = parse_options(argv, {"runs_dir": "results/benchmark/ml-100k", "reference": "LUMOS-llm", "output": "",
                                    "runs": "", "runs_csv": ""})
     only = {name.strip() for name in options["runs"].split(",") if name.strip()}  # "": every run of the folder
-    over_users = not options["runs_csv"]
-    runs = per_user_runs(options["runs_dir"]) if over_users else seed_mean_runs(options["runs_csv"])
     reference = options["reference"]
-    runs = {run: seeds for run, seeds in runs.items() if not only or run in only | {reference}}
+    wanted = lambda run: not only or run in only | {reference}  # noqa: E731
+    over_users = not options["runs_csv"]
+    runs = per_user_runs(options["runs_dir"], wanted) if over_users else seed_mean_runs(options["runs_csv"])
+    runs = {run: seeds for run, seeds in runs.items() if wanted(run)}
     if reference not in runs:
         where = options["runs_dir"] if over_users else options["runs_csv"]
         raise SystemExit(f"error: no finished run '{reference}' in {where}: have {', '.join(runs)}")
