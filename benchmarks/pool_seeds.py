@@ -13,24 +13,23 @@ import sys
 
 import numpy as np
 
+from recbole_lumos.record import read_record
 from script_options import parse_options  # benchmarks/
-
-METRICS = ("ndcg@20", "hit@20")
 
 
 def main(argv):
     options = parse_options(argv, {"dataset": "amazon-office", "record_dir": "docs/benchmarks/head-to-head-fair",
                                    "runs_dir": "results/head-to-head/amazon-office", "runs": "",
                                    "output": "/tmp/pooled"})
-    record = dict(np.load(os.path.join(options["record_dir"], f"{options['dataset']}-per-user.npz")))
+    _, _, record = read_record(options["record_dir"], options["dataset"])  # {(run, seed): {metric: values}}
     shutil.rmtree(options["output"], ignore_errors=True)
     for run in filter(None, options["runs"].split(",")):
-        seeds = {key.split("|")[1] for key in record if key.startswith(f"{run}|")}
-        seeds |= {os.path.basename(f)[4:] for f in glob.glob(os.path.join(options["runs_dir"], run, "seed*"))}
+        seeds = {seed for kept_run, seed in record if kept_run == run}
+        seeds |= {int(os.path.basename(f)[4:]) for f in glob.glob(os.path.join(options["runs_dir"], run, "seed*"))}
         for seed in sorted(seeds):
             kept = glob.glob(os.path.join(options["runs_dir"], run, f"seed{seed}", "*", "*.per_user.npz"))
-            if f"{run}|{seed}|{METRICS[0]}" in record:
-                values, source = {m: record[f"{run}|{seed}|{m}"] for m in METRICS}, "record"
+            if (run, seed) in record:
+                values, source = record[run, seed], "record"
             elif kept:
                 values, source = dict(np.load(sorted(kept)[-1])), "runs folder"
             else:

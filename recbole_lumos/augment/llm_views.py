@@ -109,8 +109,7 @@ class LLMViewBuilder(ViewBuilder):
         todo = [client for client in histories if keys[str(client)] not in records]
         batches = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
         start, tokens = time.perf_counter(), 0
-        here_on_cpu = (self.workers <= 1 and not self.ray_address
-                       and (self.backend_options.get("device") or "cpu") == "cpu")  # Ray workers set their own
+        here_on_cpu = not self.on_ray and (self.backend_options.get("device") or "cpu") == "cpu"  # Ray sets its own
         with threads_on_free_cores(getLogger()) if todo and here_on_cpu else nullcontext(), \
                 tqdm(total=len(histories), initial=len(histories) - len(todo), unit="client", desc="LLM views",
                      disable=not todo) as bar:
@@ -127,13 +126,17 @@ class LLMViewBuilder(ViewBuilder):
 
     def _run(self, batches, histories):
         """(records, tokens processed) of each batch, as they finish: here, or on Ray workers."""
-        if self.workers > 1 or self.ray_address:
+        if self.on_ray:
             from recbole_lumos.augment.ray_workers import generate_on_ray
 
             yield from generate_on_ray(self, batches, histories)
             return
         for batch in batches:
             yield self.generate({client: histories[client] for client in batch})
+
+    @property
+    def on_ray(self):
+        return self.workers > 1 or bool(self.ray_address)
 
     def _summary(self, records, generated, tokens, seconds):
         stats = {"clients": len(records), "generated_clients": generated, "seconds": round(seconds, 1),
