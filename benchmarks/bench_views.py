@@ -35,6 +35,9 @@ from recbole_lumos.augment.llm_views import build_llm_views  # noqa: E402
 from recbole_lumos.federated.client_data import ClientData  # noqa: E402
 from recbole_lumos.quick_start import build_config  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from script_options import exit_on_help  # noqa: E402  (benchmarks/)
+
 OWN_FLAGS = {"users": 943, "dataset": "ml-100k", "show_users": 3, "dtype": None, "int8": None, "workers": None,
              "batch_size": None, "ceiling": True, "threads": None}
 
@@ -77,9 +80,7 @@ def forward_ceiling(model, vocab, seconds=8.0):
 
 
 def main(argv):
-    if {"-h", "--help"} & set(argv):  # otherwise "help" would pass as a config key and the benchmark would run
-        print(__doc__)
-        return
+    exit_on_help(argv)  # otherwise "help" would pass as a config key and the benchmark would run
     own, settings = dict(OWN_FLAGS), {}
     for arg in argv:
         key, _, value = arg.lstrip("-").partition("=")

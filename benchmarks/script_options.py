@@ -1,7 +1,16 @@
 """--key=value options of the benchmark scripts: the defaults dict names every option; anything else is an error."""
+import sys
+
+
+def exit_on_help(argv):
+    """--help or -h prints the calling script's docstring and exits 0, before any work starts."""
+    if {"-h", "--help"} & set(argv):
+        print(sys.modules["__main__"].__doc__)
+        raise SystemExit(0)
 
 
 def parse_options(argv, defaults):
+    exit_on_help(argv)
     options = dict(defaults)
     for arg in argv:
         key, _, value = arg.lstrip("-").partition("=")

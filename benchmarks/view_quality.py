@@ -32,7 +32,7 @@ from recbole_lumos.federated.attacks import add_noise
 from recbole_lumos.quick_start import build_config
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from script_options import parse_options  # noqa: E402
+from script_options import exit_on_help, parse_options  # noqa: E402
 
 VIEWS = ("future", "rephrase", "counterfactual")
 LETTER = {"future": "F", "rephrase": "P", "counterfactual": "N"}
@@ -58,6 +58,7 @@ def genre_fit(items, window, genres):
 
 
 def main(argv):
+    exit_on_help(argv)  # before the filter below, which would pass it on as a run setting
     own = ("dataset", "views", "ratios", "users")
     options = parse_options([a for a in argv if a.lstrip("-").split("=")[0] in own],
                             {"dataset": "ml-100k", "views": "llm,embedding", "ratios": "0,0.1,0.2,0.3", "users": "0"})

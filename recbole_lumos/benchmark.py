@@ -33,11 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from logging import getLogger
 
 import numpy as np
-import torch
 import yaml
 from tqdm import tqdm
 
 from recbole_lumos import paths
+from recbole_lumos.augment.llm_backend import torch_threads
 from recbole_lumos.augment.settings import view_seed
 from recbole_lumos.errors import LumosError
 from recbole_lumos.registry import plugin_models
@@ -234,9 +234,7 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     # Views are generated once, before any run starts: parallel runs (and runs of the same seed) then only read them.
     # This phase runs alone, so it gets the benchmark's whole thread budget (workers x threads), not torch's default
     # of every core, which oversubscribes cores shared with other jobs (docs/speed.md: 3.3 s a client, not 1.1 s)
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(workers * threads)
-    try:
+    with torch_threads(workers * threads):
         prepared = set()
         for name, model, config, folder, _ in jobs:
             attack = config.get("attack", "none")
@@ -251,8 +249,6 @@ def benchmark(dataset, settings, config_files=(), argv=()):
                     print(f"views for {name} seed {config['seed']}: {stats.get('views')} ready")
             except Exception as e:  # the run itself will fail and record why
                 logger.warning(f"could not prepare views for {name} seed {config['seed']}: {e}")
-    finally:
-        torch.set_num_threads(torch_threads)
 
     with tqdm(total=len(jobs), desc="benchmark", unit="run", dynamic_ncols=True) as bar:
         def job(args):

@@ -29,6 +29,9 @@ def parse_args(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return 0
     try:
         settings, flags = parse_args(argv)
         unknown = flags - {"benchmark", "tune"}

@@ -68,7 +68,8 @@ def seed_comparison(reference_by_seed, other_by_seed):
     mine, theirs = [np.mean(a) for a in reference_by_seed], [np.mean(b) for b in other_by_seed]
     if len(mine) < 2:
         return None
-    if mine == theirs:
-        return 1.0
+    differences = np.subtract(mine, theirs)
+    if np.allclose(differences, differences[0], rtol=1e-9, atol=1e-12):  # no spread: t is 0/0 or x/0, not a test
+        return 1.0 if np.allclose(differences, 0, atol=1e-12) else None
     p = ttest_rel(mine, theirs).pvalue
     return float(p) if np.isfinite(p) else None

@@ -195,6 +195,9 @@ def test_two_seeds_are_tested_over_users_and_over_the_seeds_means():
                                              f"{p_seeds:.2g} seeds; 2 seeds)")
     # no test over seeds from one seed, and none from a run against itself
     assert seed_comparison(mine[:1], theirs[:1]) is None and seed_comparison(mine, mine) == 1.0
+    # the same difference on both seeds (HR@20: the same number of extra hits) leaves no spread: no p, not p 0
+    hits = [np.array([1.0, 0.0, 1.0, 0.0]), np.array([0.0, 1.0, 1.0, 0.0])]
+    assert seed_comparison(hits, [np.array([1.0, 0.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0, 0.0])]) is None
 
 
 def test_a_runs_csv_is_tested_over_the_seeds_means(tmp_path):

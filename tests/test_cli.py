@@ -93,6 +93,12 @@ def test_bad_flags_are_one_line_and_exit_2(capsys, flags, message):
     assert code == 2 and out.err.count("\n") == 1 and message in out.err
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_usage_and_runs_nothing(capsys, in_tmp, flag):
+    code, out = cli(capsys, "--model=LUMOS", flag)
+    assert code == 0 and "--benchmark" in out.out and "--tune" in out.out and not os.listdir(in_tmp)
+
+
 def _write_inter(root, name, header, rows):
     os.makedirs(os.path.join(root, name))
     with open(os.path.join(root, name, f"{name}.inter"), "w") as f:

@@ -89,9 +89,7 @@ def _linear_seconds(dtypes, trials=5, repeats=10):
     layers = {d: nn.Linear(576, 1536).to(d) for d in dtypes}
     inputs = {d: torch.randn(64, 576, dtype=d) for d in dtypes}
     best = {d: float("inf") for d in dtypes}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.no_grad():
+    with torch_threads(1), torch.no_grad():
         for _ in range(trials):
             for d in dtypes:
                 layers[d](inputs[d])
@@ -99,8 +97,18 @@ def _linear_seconds(dtypes, trials=5, repeats=10):
                 for _ in range(repeats):
                     layers[d](inputs[d])
                 best[d] = min(best[d], (time.perf_counter() - start) / repeats)
-    torch.set_num_threads(threads)
     return best
+
+
+@contextmanager
+def torch_threads(threads):
+    """Runs the block on this many torch threads, then restores the count torch had."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def threads_for_free_cores(threads, cores, busy_cores):
@@ -120,11 +128,8 @@ def threads_on_free_cores(logger=None, sample_s=0.5):
     if chosen < threads and logger:
         logger.warning(f"{busy:.1f} of {cores} cores are busy with other processes: generating on {chosen} "
                        f"torch thread(s), not {threads}")
-    torch.set_num_threads(chosen)
-    try:
+    with torch_threads(chosen):
         yield chosen
-    finally:
-        torch.set_num_threads(threads)
 
 
 def choose_dtype(requested, device):
