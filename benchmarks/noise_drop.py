@@ -1,0 +1,47 @@
+"""Which model loses less to noisy logs: each seed's relative drop from r = 0 to r, and a paired t-test over the
+seeds between every two models' drops (issue 12's target: LUMOS degrades less than FedSASRec).
+
+    python benchmarks/noise_drop.py --runs_csv=docs/robustness/amazon-office-runs.csv --ratio=0.3 \
+        --models=LUMOS-embedding,LUMOS-llm,FedSASRec,FedCL4SRec
+
+Reads a robustness benchmark's runs CSV (rows '<model>' and '<model>-noise<ratio>'); seeds pair models because a
+seed fixes the split and the noise for every model. Only seeds where every model has both rows are used.
+"""
+import csv
+import itertools
+import sys
+
+from scipy.stats import ttest_rel
+
+from script_options import parse_options  # benchmarks/
+
+METRICS = {"ndcg@20": "NDCG@20", "hit@20": "HR@20"}
+
+
+def main(argv):
+    options = parse_options(argv, {"runs_csv": "docs/robustness/amazon-office-runs.csv", "ratio": "0.3",
+                                   "models": "LUMOS-embedding,LUMOS-llm,FedSASRec,FedCL4SRec"})
+    with open(options["runs_csv"], newline="") as f:
+        rows = {(r["run"], int(r["seed"])): r for r in csv.DictReader(f) if r["status"] == "ok"}
+    models = options["models"].split(",")
+    noisy = {m: f"{m}-noise{options['ratio']}" for m in models}
+    seeds = sorted({s for _, s in rows if all((m, s) in rows and (noisy[m], s) in rows for m in models)})
+    if len(seeds) < 2:
+        raise SystemExit(f"error: {len(seeds)} seed(s) with every model at r = 0 and r = {options['ratio']}")
+    print(f"Relative drop from r = 0 to r = {options['ratio']}, seeds {', '.join(map(str, seeds))} "
+          f"(`python benchmarks/noise_drop.py {' '.join(argv)}`)\n")
+    for metric, name in METRICS.items():
+        drops = {m: [float(rows[noisy[m], s][metric]) / float(rows[m, s][metric]) - 1 for s in seeds] for m in models}
+        print(f"| {name} | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |\n|---|" + "---|" * (len(seeds) + 1))
+        for m in models:
+            print(f"| {m} | " + " | ".join(f"{d:+.1%}" for d in drops[m]) + f" | {sum(drops[m]) / len(seeds):+.1%} |")
+        print(f"\n| {name}: A against B | A loses less by (points, mean over seeds) | p, paired t-test over seeds |"
+              "\n|---|---|---|")
+        for a, b in itertools.combinations(models, 2):
+            gap = sum(x - y for x, y in zip(drops[a], drops[b])) / len(seeds)
+            print(f"| {a} vs {b} | {gap * 100:+.1f} | {ttest_rel(drops[a], drops[b]).pvalue:.2g} |")
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
