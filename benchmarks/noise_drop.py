@@ -1,28 +1,32 @@
 """Which model loses less to noisy logs: each seed's relative drop from r = 0 to r, and a paired t-test over the
 seeds between every two models' drops (issue 12's target: LUMOS degrades less than FedSASRec).
 
-    python benchmarks/noise_drop.py --runs_csv=docs/robustness/amazon-office-runs.csv --ratio=0.3 \
+    python benchmarks/noise_drop.py --record_dir=docs/robustness --dataset=amazon-office --ratio=0.3 \
         --models=LUMOS-embedding,LUMOS-llm,FedSASRec,FedCL4SRec
 
-Reads a robustness benchmark's runs CSV (rows '<model>' and '<model>-noise<ratio>'); seeds pair models because a
+Reads a robustness benchmark's record (<record_dir>/<dataset>-runs.csv, rows '<model>' and '<model>-noise<ratio>',
+with recbole_lumos.record.read_record); seeds pair models because a
 seed fixes the split and the noise for every model. Only seeds where every model has both rows are used.
 """
-import csv
 import itertools
+import os
 import sys
 
 from scipy.stats import ttest_rel
 
+from recbole_lumos.record import read_record
 from script_options import parse_options  # benchmarks/
 
 METRICS = {"ndcg@20": "NDCG@20", "hit@20": "HR@20"}
 
 
 def main(argv):
-    options = parse_options(argv, {"runs_csv": "docs/robustness/amazon-office-runs.csv", "ratio": "0.3",
+    options = parse_options(argv, {"record_dir": "docs/robustness", "dataset": "amazon-office", "ratio": "0.3",
                                    "models": "LUMOS-embedding,LUMOS-llm,FedSASRec,FedCL4SRec"})
-    with open(options["runs_csv"], newline="") as f:
-        rows = {(r["run"], int(r["seed"])): r for r in csv.DictReader(f) if r["status"] == "ok"}
+    runs_csv = os.path.join(options["record_dir"], f"{options['dataset']}-runs.csv")
+    if not os.path.isfile(runs_csv):
+        raise SystemExit(f"error: no runs CSV at {runs_csv}")
+    rows, _, _ = read_record(options["record_dir"], options["dataset"])  # {(run, seed): row} of the finished runs
     models = options["models"].split(",")
     noisy = {m: f"{m}-noise{options['ratio']}" for m in models}
     seeds = sorted({s for _, s in rows if all((m, s) in rows and (noisy[m], s) in rows for m in models)})

@@ -232,17 +232,18 @@ def test_noise_drops_are_paired_by_seed_between_models(tmp_path):
             "B": [0.059, 0.061, 0.057], "B-noise0.3": [0.035, 0.037, 0.033], "B-noise0.1": [0.05, 0.05, 0.05]}
     lines = ["run,seed,status,ndcg@20,hit@20"] + [f"{run},{2020 + i},ok,{v},{2 * v}" for run, values in ndcg.items()
                                                    for i, v in enumerate(values)]
-    (tmp_path / "runs.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "toy-runs.csv").write_text("\n".join(lines) + "\n")
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "noise_drop.py"
-    out = subprocess.run([sys.executable, str(script), f"--runs_csv={tmp_path / 'runs.csv'}", "--models=A,B"],
+    record = [f"--record_dir={tmp_path}", "--dataset=toy"]
+    out = subprocess.run([sys.executable, str(script), *record, "--models=A,B"],
                          check=True, capture_output=True, text=True).stdout
     drop = {m: [n / c - 1 for n, c in zip(ndcg[f"{m}-noise0.3"], ndcg[m])] for m in "AB"}
     assert f"| A | {drop['A'][0]:+.1%} | {drop['A'][1]:+.1%} | {drop['A'][2]:+.1%} |" in out
     gap = np.mean(np.subtract(drop["A"], drop["B"])) * 100
     assert f"| A vs B | {gap:+.1f} | {ttest_rel(drop['A'], drop['B']).pvalue:.2g} |" in out
     # r = 0.1 exists for B only: no seed has both models there
-    failed = subprocess.run([sys.executable, str(script), f"--runs_csv={tmp_path / 'runs.csv'}", "--models=A,B",
-                             "--ratio=0.1"], capture_output=True, text=True)
+    failed = subprocess.run([sys.executable, str(script), *record, "--models=A,B", "--ratio=0.1"],
+                            capture_output=True, text=True)
     assert failed.returncode != 0 and "0 seed(s)" in failed.stderr
 
 
