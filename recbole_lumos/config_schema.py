@@ -1,8 +1,8 @@
 """Every plugin key with its rule (type, range or allowed values), checked once the Config is built.
 
-A bad value ends the run with one line (``LumosError``); a key nobody knows (neither RecBole's yaml nor the
-plugin's) is most likely a typo and is warned about with the closest known key, since RecBole itself would
-silently keep the default. Add a key to the plugin's yaml AND here: ``tests/test_config_schema.py`` checks that
+A bad value ends the run with one line (``LumosError``). A key nobody knows (neither RecBole's yaml nor the
+plugin's) that is close to a known one is a typo, which RecBole would silently replace by the default: it ends the
+run too, naming the key meant. A key close to none is warned about and passed on (a user model's own key). Add a key to the plugin's yaml AND here: ``tests/test_config_schema.py`` checks that
 every plugin yaml key has a rule.
 """
 import difflib
@@ -171,13 +171,21 @@ def known_keys():
     return recbole_keys() | plugin_keys() | set(RULES)
 
 
-def warn_unknown(keys):
-    """One warning per key that neither RecBole nor the plugin knows, naming the closest known key."""
+# difflib's ratio above which an unknown key is taken for a typo: 'epochz'/'epochs' 0.83, 'tri_wieght'/'tri_weight'
+# 0.9; a model's own key shares less with the nearest known one ('my_loss_weight'/'ls_weight' 0.78)
+TYPO_SIMILARITY = 0.8
+
+
+def check_unknown(keys):
+    """Raise LumosError for the first unknown key close to a known one (a typo); warn about the others."""
     known = known_keys()
     for key in sorted(set(keys) - known):
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        getLogger().warning(f"unknown setting '{key}': {hint}It is ignored (RecBole keeps its default).")
+        typo_of = difflib.get_close_matches(key, known, n=1, cutoff=TYPO_SIMILARITY)
+        if typo_of:
+            raise LumosError(f"unknown setting '{key}': did you mean '{typo_of[0]}'? (RecBole would ignore it)")
+        like = difflib.get_close_matches(key, known, n=1)
+        hint = f"the nearest known key is '{like[0]}'" if like else "no known key is like it"
+        getLogger().warning(f"unknown setting '{key}' ({hint}): passed on as it is, for a model that reads it.")
 
 
 def validate(config):

@@ -131,7 +131,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     except (ValueError, TypeError, KeyError) as e:  # RecBole's own checks of the settings
         raise LumosError(f"Invalid setting: {str(e).splitlines()[0]}") from None
     # RecBole's own model yaml is loaded after the model class is known; user keys are checked against it too
-    config_schema.warn_unknown(user_keys | set(user_file_settings))
+    config_schema.check_unknown(user_keys | set(user_file_settings))
     config_schema.validate(config)  # the plugin's keys, by their rules
     _check_types(config.variable_config_dict, {**config.internal_config_dict, **defaults})  # RecBole's, by default
     _check_settings(config)
