@@ -2,8 +2,9 @@
 
 A bad value ends the run with one line (``LumosError``). A key nobody knows (neither RecBole's yaml nor the
 plugin's) that is close to a known one is a typo, which RecBole would silently replace by the default: it ends the
-run too, naming the key meant. A key close to none is warned about and passed on (a user model's own key). Add a key to the plugin's yaml AND here: ``tests/test_config_schema.py`` checks that
-every plugin yaml key has a rule.
+run too, naming the key meant. A key close to none is warned about and passed on (a user model's own key).
+Add a key to the plugin's yaml AND here: ``tests/test_config_schema.py`` checks that every plugin yaml key has a
+rule.
 """
 import difflib
 import glob
