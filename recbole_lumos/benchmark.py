@@ -415,7 +415,11 @@ def kept_notes(path):
     with open(path, encoding="utf-8") as f:
         text = f.read()
     start, end = text.find(NOTES_START), text.find(NOTES_END)
-    return text[start + len(NOTES_START): end].strip() if 0 <= start < end else "(none yet)"
+    if not 0 <= start < end:
+        return "(none yet)"
+    # a note added below the end marker by hand is kept too, moved inside, rather than lost at the next rebuild
+    notes = [text[start + len(NOTES_START): end].strip(), text[end + len(NOTES_END):].strip()]
+    return "\n".join(note for note in notes if note)
 
 
 def sectioned_tables(sections, runs, rows, comparisons=None, reference=None):

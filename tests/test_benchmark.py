@@ -291,3 +291,14 @@ def test_benchmark_refuses_a_bad_worker_or_thread_count_in_one_line(in_tmp, caps
         assert run_lumos.main(["--benchmark", "--benchmark_file=plan.yaml", "--report_only=True", bad]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{name} must be a whole number >= 1" in err
+
+
+def test_a_rebuild_keeps_the_notes_including_one_written_below_the_end_marker(tmp_path):
+    from recbole_lumos.benchmark import NOTES_END, NOTES_START, kept_notes
+
+    md = tmp_path / "table.md"
+    md.write_text(f"# old table\n\n{NOTES_START}\n- first note\n{NOTES_END}\n- second note, added below\n")
+    assert kept_notes(str(md)) == "- first note\n- second note, added below"
+    md.write_text(f"# old table\n\n{NOTES_START}\n- only note\n{NOTES_END}\n")
+    assert kept_notes(str(md)) == "- only note"
+    assert kept_notes(str(tmp_path / "absent.md")) == "(none yet)"
