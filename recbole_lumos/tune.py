@@ -26,6 +26,7 @@ from recbole_lumos.errors import LumosError
 from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, build_config, prepare_views
 
 METRIC = "valid_ndcg@20"
+VALIDATION = "validation"  # the n-th validation of a trial, ASHA's clock
 SEARCH_SETTINGS = {"num_samples": 16, "cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent_trials": None,
                    "grace_period": 2, "reduction_factor": 2, "defaults_first": True}
 SAMPLERS = ("choice", "uniform", "loguniform", "grid")
@@ -63,22 +64,30 @@ def default_point(space, config):
     return {key: config[key] for key in space if key not in grid and config[key] is not None}
 
 
-def trainable(trial_config, model, dataset, config_files, fixed):
-    """One trial: a normal run whose every validation is reported to Tune (ASHA may stop it there)."""
+def trainable(trial_config, model, dataset, config_files, fixed, search_dir, eval_step):
+    """One trial: a normal run whose every validation is reported to Tune (ASHA may stop it there).
+
+    Its checkpoints live in the trial's folder under ``search_dir`` (Ray's own trial folder is a temporary one
+    that a restored search does not see again), so a search restored after a kill resumes each unfinished trial
+    from its last validation instead of starting it over."""
     import recbole_lumos  # noqa: F401  (a Ray worker is a fresh interpreter: patch RecBole there too)
     from ray import tune
 
     from recbole_lumos.quick_start import run
 
-    trial_dir = tune.get_context().get_trial_dir()
+    trial_dir = os.path.join(search_dir, os.path.basename(tune.get_context().get_trial_dir()))
     settings = {**fixed, **trial_config, "checkpoint_dir": os.path.join(trial_dir, "saved"),
                 "results_dir": os.path.join(trial_dir, "results"), "show_progress": False}
 
     def report(epoch_idx, valid_score):
-        tune.report({METRIC: valid_score, "epoch": epoch_idx + 1})
+        # ASHA counts validations, not Ray's reports: those start again at 1 when a restored trial resumes
+        tune.report({METRIC: valid_score, "epoch": epoch_idx + 1, VALIDATION: (epoch_idx + 1) // eval_step})
 
     result = run(model, dataset, config_file_list=config_files, config_dict=settings, callback_fn=report)
-    tune.report({METRIC: result["best_valid_score"], "final": True, "wall_time_s": result["wall_time_s"],
+    # the validation that scored best (the first of equals, as RecBole keeps), on a resumed trial's whole curve
+    best_epoch = max(result["valid_curve"], key=lambda point: point[2])[1] if result["valid_curve"] else 0
+    tune.report({METRIC: result["best_valid_score"], VALIDATION: best_epoch // eval_step, "final": True,
+                 "wall_time_s": result["wall_time_s"],
                  **{f"test_{m}": v for m, v in result["test_result"].items() if m in REPORTED_METRICS}})
 
 
@@ -119,13 +128,15 @@ def tune(model, dataset, config_files, settings):
              runtime_env={"env_vars": {"PYTHONPATH": str(paths.IMPORT_ROOT)}})
     try:
         resources = {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]}
+        name = f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        search_dir = os.path.abspath(restore) if restore else os.path.join(output_dir, "ray", name)
         runner = ray_tune.with_parameters(ray_tune.with_resources(trainable, resources), model=model,
-                                          dataset=dataset, config_files=config_files, fixed=settings)
+                                          dataset=dataset, config_files=config_files, fixed=settings,
+                                          search_dir=search_dir, eval_step=base["eval_step"])
         if restore:
-            tuner = ray_tune.Tuner.restore(os.path.abspath(restore), trainable=runner, restart_errored=True)
+            tuner = ray_tune.Tuner.restore(search_dir, trainable=runner, restart_errored=True)
         else:
-            name = f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-            print(f"search folder: {os.path.join(output_dir, 'ray', name)} (interrupted? add --restore=<that folder>)")
+            print(f"search folder: {search_dir} (interrupted? add --restore=<that folder>)")
             tuner = ray_tune.Tuner(
                 runner,
                 param_space=space,
@@ -135,7 +146,7 @@ def tune(model, dataset, config_files, settings):
                     # trials at once (Ray ignores TuneConfig's max_concurrent_trials beside a generator)
                     search_alg=BasicVariantGenerator(points_to_evaluate=first,
                                                      max_concurrent=search["max_concurrent_trials"] or 0),
-                    scheduler=ASHAScheduler(max_t=max_t + 1, grace_period=grace,
+                    scheduler=ASHAScheduler(time_attr=VALIDATION, max_t=max_t + 1, grace_period=grace,
                                             reduction_factor=search["reduction_factor"]),
                 ),
                 run_config=ray_tune.RunConfig(name=name, storage_path=os.path.join(output_dir, "ray"), verbose=1),
@@ -154,9 +165,9 @@ def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None):
         raise LumosError(f"No trial reported {METRIC}: {errors[0] if errors else 'see the Ray logs in ' + output_dir}")
     searched = [f"config/{key}" for key in space]
     frame = frame.dropna(subset=[METRIC]).sort_values(METRIC, ascending=False)  # a failed trial has no score
-    columns = ["trial_id"] + [c for c in searched if c in frame] + [METRIC, "training_iteration"]
+    columns = ["trial_id"] + [c for c in searched if c in frame] + [METRIC, VALIDATION]
     table = frame[columns].rename(columns={c: c.split("/", 1)[1] for c in searched})
-    table = table.rename(columns={"training_iteration": "best at report"})  # the n-th validation reported
+    table = table.rename(columns={VALIDATION: "best at report"})  # the n-th validation
     os.makedirs(output_dir, exist_ok=True)
     table.to_csv(os.path.join(output_dir, "trials.csv"), index=False)
     finished = {r.metrics.get("trial_id"): r.metrics for r in grid if r.metrics and r.metrics.get("final")}

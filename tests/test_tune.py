@@ -1,8 +1,16 @@
 """--tune: a 2-trial Ray Tune search on tiny data, its table, and a best config that runs."""
 import csv
+import glob
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import run_lumos
@@ -50,6 +58,41 @@ def test_a_two_trial_search_writes_its_table_and_a_usable_best_config(tiny_data,
     code = run_lumos.main(["--model=LUMOS", "--dataset=tiny", f"--data_path={tiny_data}",
                            "--config_files=tiny.yaml tune/best.yaml"])
     assert code == 0, capsys.readouterr().err
+
+
+def test_a_search_killed_mid_trial_resumes_that_trial_when_restored(tiny_data, in_tmp, capsys):
+    """A search that outlives a session is killed and restored (--restore): its unfinished trial goes on from its
+    last validation, with ASHA's count of validations going on too, instead of starting over."""
+    (in_tmp / "space.yaml").write_text("space:\n  learning_rate: {choice: [0.001]}\ntune:\n  num_samples: 1\n")
+    (in_tmp / "tiny.yaml").write_text(yaml.safe_dump(tiny_settings(tiny_data, stopping_step=1000)))
+    command = ["--tune", "--model=SASRec", "--dataset=tiny", "--search_space=space.yaml", "--config_files=tiny.yaml",
+               "--output_dir=tune"]
+    run_file = Path(__file__).resolve().parents[1] / "run_lumos.py"
+    search = subprocess.Popen([sys.executable, str(run_file), *command, "--epochs=1000"], cwd=in_tmp,
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, checkpointed = time.time() + 300, None
+        while checkpointed is None or torch.load(checkpointed, weights_only=False)["epoch"] < 1:
+            assert search.poll() is None and time.time() < deadline, "the search ended before its second validation"
+            time.sleep(0.2)
+            checkpointed = next(iter(glob.glob("tune/ray/*/*/saved/*.resume.pth")), None)
+    finally:
+        os.killpg(search.pid, signal.SIGKILL)  # Ray's own processes too: they are in the search's session
+        search.wait()
+    killed_after = torch.load(checkpointed, weights_only=False)["epoch"]  # the last epoch checkpointed
+    results = Path(checkpointed).parents[1] / "result.json"
+    before = set(results.read_text().splitlines()) if results.exists() else set()
+
+    # a shorter budget, so the test ends soon (the budget is not part of a run's resume key)
+    code = run_lumos.main([*command, f"--epochs={killed_after + 4}",
+                           f"--restore={glob.glob('tune/ray/*')[0]}"])
+    assert code == 0, capsys.readouterr().err
+    after = [json.loads(line) for line in results.read_text().splitlines() if line not in before]
+    assert [r["validation"] for r in after if not r.get("final")] == [killed_after + 2, killed_after + 3,
+                                                                       killed_after + 4]
+    assert "test_ndcg@20" in after[-1]  # finished, its best model (saved before the kill) evaluated
+    with open(in_tmp / "tune" / "trials.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1
 
 
 def test_the_defaults_trial_holds_every_searched_key_but_grid_ones(tmp_path):
