@@ -84,7 +84,8 @@ def trainable(trial_config, model, dataset, config_files, fixed, search_dir, eva
         tune.report({METRIC: valid_score, "epoch": epoch_idx + 1, VALIDATION: (epoch_idx + 1) // eval_step})
 
     result = run(model, dataset, config_file_list=config_files, config_dict=settings, callback_fn=report)
-    # the validation that scored best (the first of equals, as RecBole keeps), on a resumed trial's whole curve
+    # the first validation with the curve's highest score (a resumed trial's curve holds every session's); where a
+    # trainer selects on a smoothed curve (valid_smoothing) its checkpoint may be a neighbouring validation
     best_epoch = max(result["valid_curve"], key=lambda point: point[2])[1] if result["valid_curve"] else 0
     tune.report({METRIC: result["best_valid_score"], VALIDATION: best_epoch // eval_step, "final": True,
                  "wall_time_s": result["wall_time_s"],
