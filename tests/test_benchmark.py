@@ -6,11 +6,13 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from scipy.stats import ttest_rel, wilcoxon
 
 import run_lumos
+from recbole_lumos.errors import LumosError
 from tests.conftest import tiny_settings
 
 PLAN = """
@@ -258,11 +260,29 @@ def test_shipped_plans_name_only_their_own_runs():
             sections = yaml.safe_load(f).get("sections") or {}
         assert seeds == [2020, 2021, 2022] and runs
         assert {n for names in sections.values() for n in names} <= {name for name, _, _ in runs}
-    # the head-to-head compares the default plan's runs, in a folder of its own (other budgets, tuned settings)
-    default_runs = {(name, model) for name, model, _ in select_runs(read_plan(str(PROPERTIES / "benchmark.yaml")))[0]}
-    assert {(name, model) for name, model, _ in select_runs(read_plan(plan_path("head-to-head")))[0]} == default_runs
+    # the head-to-head compares the default plan's runs (runs_from), in a folder of its own, with its own settings
+    default_runs = {name: model for name, model, _ in select_runs(read_plan(str(PROPERTIES / "benchmark.yaml")))[0]}
+    head_to_head = select_runs(read_plan(plan_path("head-to-head")))[0]
+    assert {name: model for name, model, _ in head_to_head} == default_runs
+    assert all(settings["epochs"] == 1000 for _, _, settings in head_to_head)
     with open(plan_path("head-to-head")) as f:
         assert yaml.safe_load(f)["runs_folder"] != "benchmark"
+
+
+def test_runs_from_reads_another_plans_runs_and_refuses_both(in_tmp):
+    from recbole_lumos.benchmark import read_plan, select_runs
+
+    (in_tmp / "plans").mkdir()
+    (in_tmp / "base.yaml").write_text("seeds: [1]\nruns:\n  A: {model: SASRec, learning_rate: 0.01}\n")
+    (in_tmp / "plans" / "other.yaml").write_text("seeds: [2]\nsettings: {epochs: 7}\nruns_from: ../base.yaml\n")
+    runs, seeds = select_runs(read_plan(str(in_tmp / "plans" / "other.yaml")))
+    assert seeds == [2] and runs == [("A", "SASRec", {"epochs": 7, "learning_rate": 0.01})]
+    (in_tmp / "plans" / "both.yaml").write_text("runs_from: ../base.yaml\nruns:\n  B: {model: SASRec}\n")
+    with pytest.raises(LumosError, match="not both"):
+        read_plan(str(in_tmp / "plans" / "both.yaml"))
+    (in_tmp / "plans" / "missing.yaml").write_text("runs_from: ../nowhere.yaml\n")
+    with pytest.raises(LumosError, match="does not exist"):
+        read_plan(str(in_tmp / "plans" / "missing.yaml"))
 
 
 def test_views_phase_keeps_to_the_benchmarks_thread_budget(tiny_data, in_tmp, monkeypatch):
