@@ -7,7 +7,7 @@
 Plans: ``properties/benchmark.yaml`` (the default), ``properties/plans/<name>.yaml`` (``--benchmark_file=<name>``) or
 any path. Plans share a runs folder unless they name their own (``runs_folder``): a run of the same name and
 settings is run once for all the plans that share it. ``runs_from: <plan path>`` (relative to the plan) takes another
-plan's runs, so that two plans over the same runs keep one list.
+plan's runs (a plan that lists them itself), so that two plans over the same runs keep one list.
 Each (run, seed) gets a folder ``<runs_dir>/<run>/seed<seed>/`` holding its config, its log and its result file
 (``results/<runs_folder>/<dataset>``, ``runs_folder`` from the plan, default ``benchmark``).
 A rerun skips the runs already finished with the same config (an interrupted benchmark resumes), retries the
@@ -63,17 +63,19 @@ def plan_path(name):
     return os.path.join(PROPERTIES, "plans", f"{name}.yaml")
 
 
-def read_plan(path):
+def read_plan(path, _read_by=None):
     """A plan file's contents, checked: ``runs`` maps names to settings with a model, ``reference`` is one of them."""
     if not os.path.isfile(path):
-        raise LumosError(f"Benchmark file {path} does not exist: check --benchmark_file")
+        raise LumosError(f"Benchmark file {path} does not exist: "
+                         + (f"check runs_from in {_read_by}" if _read_by else "check --benchmark_file"))
     with open(path, encoding="utf-8") as f:
         plan = yaml.safe_load(f) or {}
     if plan.get("runs_from"):  # another plan's runs (one list to keep, not two), under this plan's other keys
-        source = os.path.join(os.path.dirname(path), plan["runs_from"])
         if "runs" in plan:
             raise LumosError(f"{path}: give 'runs' or 'runs_from', not both")
-        plan["runs"] = read_plan(source).get("runs")
+        if _read_by:  # one step only: no chains to follow, no cycles to guard against
+            raise LumosError(f"{_read_by}: runs_from names {path}, which has runs_from itself; name the plan with the runs")
+        plan["runs"] = read_plan(os.path.join(os.path.dirname(path), plan["runs_from"]), _read_by=path).get("runs")
     runs = plan.get("runs") or {}
     if not isinstance(runs, dict) or any(not isinstance(s, dict) or "model" not in s for s in runs.values()):
         raise LumosError(f"{path}: 'runs' must map each run name to settings with a 'model' key")

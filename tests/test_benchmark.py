@@ -269,7 +269,7 @@ def test_shipped_plans_name_only_their_own_runs():
         assert yaml.safe_load(f)["runs_folder"] != "benchmark"
 
 
-def test_runs_from_reads_another_plans_runs_and_refuses_both(in_tmp):
+def test_runs_from_reads_another_plans_runs_and_refuses_both_and_chains(in_tmp):
     from recbole_lumos.benchmark import read_plan, select_runs
 
     (in_tmp / "plans").mkdir()
@@ -281,8 +281,11 @@ def test_runs_from_reads_another_plans_runs_and_refuses_both(in_tmp):
     with pytest.raises(LumosError, match="not both"):
         read_plan(str(in_tmp / "plans" / "both.yaml"))
     (in_tmp / "plans" / "missing.yaml").write_text("runs_from: ../nowhere.yaml\n")
-    with pytest.raises(LumosError, match="does not exist"):
+    with pytest.raises(LumosError, match="does not exist: check runs_from in"):
         read_plan(str(in_tmp / "plans" / "missing.yaml"))
+    (in_tmp / "plans" / "self.yaml").write_text("runs_from: self.yaml\n")  # a cycle is an error, not a recursion
+    with pytest.raises(LumosError, match="has runs_from itself"):
+        read_plan(str(in_tmp / "plans" / "self.yaml"))
 
 
 def test_views_phase_keeps_to_the_benchmarks_thread_budget(tiny_data, in_tmp, monkeypatch):
