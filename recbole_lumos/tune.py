@@ -156,7 +156,17 @@ def tune(model, dataset, config_files, settings):
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
-    return write_outputs(grid, space, settings, output_dir, model, dataset, None if restore else first)
+    return write_outputs(grid, space, settings, output_dir, model, dataset, ran_defaults(grid, first))
+
+
+def ran_defaults(grid, first):
+    """``first`` (the defaults point, in a list) where the search's first trial ran it, else None. Checked on the trial itself, so that a
+    restored search (its points recomputed from this command's settings) says so only where it is true."""
+    for result in grid if first else []:
+        if str((result.metrics or {}).get("trial_id", "")).endswith("_00000"):
+            ran = {key: _plain(result.config.get(key)) for key in first[0]}
+            return first if ran == {key: _plain(value) for key, value in first[0].items()} else None
+    return None
 
 
 def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None):

@@ -93,6 +93,7 @@ def test_a_search_killed_mid_trial_resumes_that_trial_when_restored(tiny_data, i
     assert "test_ndcg@20" in after[-1]  # finished, its best model (saved before the kill) evaluated
     with open(in_tmp / "tune" / "trials.csv") as f:
         assert len(list(csv.DictReader(f))) == 1
+    assert "ran the model's defaults" in (in_tmp / "tune" / "trials.md").read_text()  # said after a restore too
 
 
 def test_the_defaults_trial_holds_every_searched_key_but_grid_ones(tmp_path):
