@@ -160,8 +160,8 @@ def tune(model, dataset, config_files, settings):
 
 
 def ran_defaults(grid, first):
-    """``first`` (the defaults point, in a list) where the search's first trial ran it, else None. Checked on the trial itself, so that a
-    restored search (its points recomputed from this command's settings) says so only where it is true."""
+    """``first`` (the defaults point, in a list) where the search's first trial ran it, else None. Checked on that
+    trial, so that a restored search (its points recomputed from this command's settings) says so only where true."""
     for result in grid if first else []:
         if str((result.metrics or {}).get("trial_id", "")).endswith("_00000"):
             ran = {key: _plain(result.config.get(key)) for key in first[0]}
