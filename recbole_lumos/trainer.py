@@ -31,6 +31,7 @@ class FederatedTrainer(Trainer):
         self.federated = config["federated"]
         self.shared = shared_parameters(model, private_prefixes(config))
         self.diagnostics = None
+        self.fakes_selected = None  # [fakes kept, kept, fakes received, received] since the last log line (Krum)
         if self.federated:  # the server optimizer sees the shared parameters only
             self.optimizer = self._build_optimizer(params=list(self.shared.values()))
         self.checkpoint_step = config["checkpoint_step"] or config["eval_step"]
@@ -44,8 +45,20 @@ class FederatedTrainer(Trainer):
         """One federated round (or central epoch); returns the mean (rec, tri) losses."""
         if self.federated:
             self.server.run_round(self.clients, generator, round_idx)
+            self._count_fakes_selected()
             return self.clients.losses
         return self._central_epoch(round_idx, generator)
+
+    def _count_fakes_selected(self):
+        """Fake clients among the updates a selecting rule (Krum) kept, against their share of those it received,
+        summed until the next log line. A simulation diagnostic: the server itself cannot tell a fake from a real one."""
+        chosen = getattr(self.server.aggregator, "chosen", None)
+        if chosen is None or not self.clients.fake:
+            return
+        order, fake = self.clients.update_order, self.clients.fake
+        kept = [order[i] for i in chosen]
+        counts = (sum(c in fake for c in kept), len(kept), sum(c in fake for c in order), len(order))
+        self.fakes_selected = [a + b for a, b in zip(self.fakes_selected or [0] * 4, counts)]
 
     def _central_epoch(self, epoch_idx, generator):
         clients = self.clients
@@ -208,7 +221,9 @@ class FederatedTrainer(Trainer):
                         + f"best {self.best_valid_score:.4f}) | "
                         f"{(time.time() - interval_start) / self.eval_step:.2f} s/{unit}"
                         + (f" | per round: {self.server.per_round} clients, {down:.2f} MiB down, {up:.2f} MiB up" if self.federated else "")
+                        + (" | fakes kept {} of {} ({} of {} received)".format(*self.fakes_selected) if self.fakes_selected else "")
                     )
+                self.fakes_selected = None
                 interval_start, interval_bytes = time.time(), self._bytes()
                 if callback_fn:
                     callback_fn(round_idx, valid_score)

@@ -105,6 +105,23 @@ def test_krum_with_f_too_large_for_the_cohort_stops_the_run(tiny_data, in_tmp):
         run("LUMOS", "tiny", config_dict=tiny_settings(tiny_data, aggregator="krum", krum_byzantine=10))
 
 
+def test_krum_log_counts_the_fake_clients_behind_the_rows_it_kept(tiny_data, in_tmp, caplog):
+    # model poisoning: every fake client sends the same crafted row, so the rows themselves say which were fakes
+    _, train, valid, _, _, trainer = setup_model(tiny_data, attack="target_promotion", attack_mode="model",
+                                                 attack_fraction=0.25, aggregator="krum", krum_byzantine=1,
+                                                 krum_selected=3, client_fraction=1.0, epochs=1, eval_step=1)
+    caplog.set_level("INFO")
+    received_in_one_round(trainer, train, valid)
+    rows = torch.cat([r.flatten(1) for r in trainer.server.aggregator.stacked().values()], 1)
+    order, fake = trainer.clients.update_order, trainer.clients.fake
+    assert sorted(order) == list(range(trainer.clients.num_clients)) and fake
+    crafted = rows[order.index(min(fake))]
+    assert [torch.equal(row, crafted) for row in rows] == [c in fake for c in order]
+    kept = trainer.server.aggregator.chosen
+    expected = f"fakes kept {sum(torch.equal(rows[i], crafted) for i in kept)} of 3 ({len(fake)} of {len(order)} received)"
+    assert any(r.getMessage().endswith(expected) for r in caplog.records)
+
+
 @pytest.mark.parametrize("settings,message", [
     ({"aggregator": "median", "federated": False}, "aggregator median needs federated: True"),
     ({"attack": "random", "attack_mode": "model", "federated": False}, "attack_mode model sends crafted updates"),

@@ -281,15 +281,18 @@ class Clients:
     def fit(self, client_ids, shared, generator, round_idx, summable):
         """Local training of these clients from the shared parameters the server sent; yields each cohort's
         ClientUpdate. summable: the server's rule is linear, so a cohort may hand over its weighted mean.
-        ``self.losses`` holds the mean (rec, tri) over the clients afterwards."""
+        ``self.losses`` holds the mean (rec, tri) over the clients afterwards, ``self.update_order`` the client
+        behind each update row sent (per-client path only: the simulation's bookkeeping, not sent)."""
         self.redraw_views(client_ids, round_idx)
         summed = summable and self.config["sum_cohort_updates"] and self.trainer.can_sum
         crafting = [c for c in client_ids if c in self.fake] if self.config["attack_mode"] == "model" else []
         client_ids = [c for c in client_ids if c not in crafting]
+        self.update_order = list(crafting)
         if crafting:  # before local training: the live model still holds exactly what the server sent
             yield self.crafted_updates(crafting)
         losses = []
         for cohort in self.data.cohorts(client_ids, self.config["cohort_size"], stacked=not summed):
+            self.update_order += [] if summed else list(cohort)
             private = {k: bank[cohort] for k, bank in self.private_bank.items()}
             weights = self.data.num_samples[cohort].to(self.device)
             if summed:
