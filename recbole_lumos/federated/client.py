@@ -292,7 +292,8 @@ class Clients:
             yield self.crafted_updates(crafting)
         losses = []
         for cohort in self.data.cohorts(client_ids, self.config["cohort_size"], stacked=not summed):
-            self.update_order += [] if summed else list(cohort)
+            if not summed:  # a summed cohort sends one row: no client behind it
+                self.update_order += cohort
             private = {k: bank[cohort] for k, bank in self.private_bank.items()}
             weights = self.data.num_samples[cohort].to(self.device)
             if summed:
