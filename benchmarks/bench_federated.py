@@ -23,7 +23,8 @@ def trainer_for(model, **settings):
     config = build_config(model, "ml-100k", config_dict={"show_progress": False, "state": "WARNING", **settings})
     init_seed(config["seed"], True)
     train, _, _ = data_preparation(config, create_dataset(config))
-    trainer = registry.get_trainer(config["MODEL_TYPE"], model)(config, registry.get_model(model)(config, train._dataset))
+    trainer = registry.get_trainer(config["MODEL_TYPE"], model)(
+        config, registry.get_model(model)(config, train._dataset))
     return trainer, train
 
 
@@ -31,7 +32,8 @@ def time_round_vs_epoch(model="LUMOS", repeats=3):
     """One round over all clients (fraction 1, 1 local epoch) vs one centralised epoch over the same sequences."""
     timings = {}
     for federated in (True, False):
-        trainer, train = trainer_for(model, federated=federated, client_fraction=1.0, local_epochs=1, epochs=repeats, eval_step=10**6)
+        trainer, train = trainer_for(model, federated=federated, client_fraction=1.0, local_epochs=1, epochs=repeats,
+                                     eval_step=10**6)
         trainer.setup(train._dataset)
         trainer.model.train()
         runs = []
@@ -41,7 +43,8 @@ def time_round_vs_epoch(model="LUMOS", repeats=3):
             runs.append(time.perf_counter() - start)
         timings["round" if federated else "epoch"] = statistics.median(runs[1:])  # first run warms up
         print(f"{'federated round (943 clients)' if federated else 'centralised epoch (943 users)'}: "
-              f"{timings['round' if federated else 'epoch']:.2f} s (runs: {', '.join(f'{t:.2f}' for t in runs)})", flush=True)
+              f"{timings['round' if federated else 'epoch']:.2f} s (runs: {', '.join(f'{t:.2f}' for t in runs)})",
+              flush=True)
     print(f"round / epoch = {timings['round'] / timings['epoch']:.2f} (target <= 2)")
 
 

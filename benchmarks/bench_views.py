@@ -112,7 +112,8 @@ def main(argv):
     wall = time.perf_counter() - start
     stats = builder.stats()
     backend = builder.backend
-    print(f"\nLLM {builder.backend_options.get('model')}: dtype {backend.dtype}, int8 {builder.backend_options.get('int8')},"
+    print(f"\nLLM {builder.backend_options.get('model')}: dtype {backend.dtype}, "
+          f"int8 {builder.backend_options.get('int8')},"
           f" batch {builder.batch_size}, workers {builder.workers}, complete titles "
           f"{builder.decoding['complete_titles']}")
     print(json.dumps(stats, indent=1))
@@ -127,7 +128,8 @@ def main(argv):
               f"{stats['tokens_per_s'] / ceiling['prefill_8x256']:.0%} of the prefill ceiling")
 
     # Diagnostic only: F's items against the user's validation item (never given to the builder)
-    valid_item = {int(u): int(i) for u, i in zip(valid.dataset.inter_feat["user_id"], valid.dataset.inter_feat["item_id"])}
+    valid_item = {int(u): int(i)
+                  for u, i in zip(valid.dataset.inter_feat["user_id"], valid.dataset.inter_feat["item_id"])}
     hits = sum(valid_item.get(int(u), -1) in views[u].future[len(sample[u]):] for u in sample)
     print(f"diagnostic: F names the user's validation item for {hits} of {len(sample)} users")
 
@@ -146,12 +148,14 @@ def main(argv):
           + ", ".join(f"{v} {a}/{b}" for v, (a, b) in reached.items()))
     for row, user in enumerate(users[: int(own["show_users"])], start=1):
         record = records[str(user)]
-        print(f"\nuser {user}: anchor (last 12 of {len(sample[user])}) {data.anchor[row][data.anchor[row] > 0].tolist()[-12:]}")
+        print(f"\nuser {user}: anchor (last 12 of {len(sample[user])}) "
+              f"{data.anchor[row][data.anchor[row] > 0].tolist()[-12:]}")
         for index, view in enumerate(reached):
             tensor = data.views[row][index]
             ids = tensor[tensor > 0].tolist()
             marks = [f"*{i}" if i in record["named"][view] else str(i) for i in ids[-12:]]
-            print(f"  {view:14s} LLM named {record['named'][view]}; input (last 12 of {len(ids)}; * = LLM): {' '.join(marks)}")
+            print(f"  {view:14s} LLM named {record['named'][view]}; "
+                  f"input (last 12 of {len(ids)}; * = LLM): {' '.join(marks)}")
         titles = builder.catalogue.titles
         for view in reached:
             print(f"  {view:14s} " + "; ".join(titles[i] for i in record["named"][view]))

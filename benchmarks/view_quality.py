@@ -82,9 +82,11 @@ def main(argv):
             rng = np.random.default_rng(0)
             random_fit = [f for h in clean.values() for f in genre_fit(
                 rng.integers(1, dataset.item_num, size=3).tolist(), list(h[-window:]), genres)]
-            next_fit = [f for h in clean.values() if len(h) > 1 for f in genre_fit([h[-1]], list(h[-window - 1:-1]), genres)]
+            next_fit = [f for h in clean.values() if len(h) > 1
+                        for f in genre_fit([h[-1]], list(h[-window - 1:-1]), genres)]
             print(f"| (random catalogue items) | | | | | | {np.mean(random_fit):.3f} | | | |")
-            print(f"| (the history's own last item, against the window before it) | | | | | | {np.mean(next_fit):.3f} | | | |")
+            print(f"| (the history's own last item, against the window before it) | | | | | | "
+                  f"{np.mean(next_fit):.3f} | | | |")
         for r in ratios:
             histories = add_noise(clean, r, dataset.item_num, view_seed(config)) if r > 0 else clean
             views = builder.build(histories)
@@ -95,7 +97,8 @@ def main(argv):
             for v in VIEWS:
                 pairs = [(set(named[u][v]), set(clean_named[u][v])) for u in histories if named[u][v]]
                 same[v] = np.mean([len(a & b) / len(a) for a, b in pairs])
-                fit[v] = np.mean([f for u in histories for f in genre_fit(named[u][v], list(clean[u][-window:]), genres)])
+                fit[v] = np.mean([f for u in histories
+                                  for f in genre_fit(named[u][v], list(clean[u][-window:]), genres)])
             print(f"| {kind} | {r:g} | {noisy_share:.3f} | {' | '.join(f'{same[v]:.3f}' for v in VIEWS)} | "
                   f"{' | '.join(f'{fit[v]:.3f}' for v in VIEWS)} | {fit['future'] - fit['counterfactual']:+.3f} |",
                   flush=True)

@@ -74,7 +74,8 @@ def read_plan(path, _read_by=None):
         if "runs" in plan:
             raise LumosError(f"{path}: give 'runs' or 'runs_from', not both")
         if _read_by:  # one step only: no chains to follow, no cycles to guard against
-            raise LumosError(f"{_read_by}: runs_from names {path}, which has runs_from itself; name the plan with the runs")
+            raise LumosError(f"{_read_by}: runs_from names {path}, which has runs_from itself; "
+                             "name the plan with the runs")
         plan["runs"] = read_plan(os.path.join(os.path.dirname(path), plan["runs_from"]), _read_by=path).get("runs")
     runs = plan.get("runs") or {}
     if not isinstance(runs, dict) or any(not isinstance(s, dict) or "model" not in s for s in runs.values()):
@@ -98,7 +99,8 @@ def select_runs(plan, only=None, seeds=None):
     if not seeds or not all(isinstance(s, int) for s in seeds):
         raise LumosError(f"seeds must be a list of integers, got {seeds!r}")
     common = plan.get("settings") or {}
-    return [(name, s["model"], {**common, **{k: v for k, v in s.items() if k != "model"}}) for name, s in runs.items()], seeds
+    return [(name, s["model"], {**common, **{k: v for k, v in s.items() if k != "model"}})
+            for name, s in runs.items()], seeds
 
 
 def run_config(settings, common, seed, folder):
@@ -141,7 +143,8 @@ def run_one(model, dataset, config, folder, threads, config_files=(), tuning=UNT
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
                PYTHONPATH=pythonpath)
     files = " ".join([*config_files, config_path])  # the run's own file last: it has the last word
-    command = [sys.executable, "-m", "recbole_lumos", f"--model={model}", f"--dataset={dataset}", f"--config_files={files}"]
+    command = [sys.executable, "-m", "recbole_lumos", f"--model={model}", f"--dataset={dataset}",
+               f"--config_files={files}"]
     with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as log:
         log.write(" ".join(command) + "\n")
         log.flush()
@@ -216,7 +219,8 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     runs_folder = plan.get("runs_folder", "benchmark")  # a plan whose runs must not mix with the others' has its own
     runs_dir = os.path.abspath(settings.pop("runs_dir", os.path.join("results", runs_folder, dataset)))
     output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("docs", "benchmarks")))
-    threads = _count(settings.pop("threads", max(1, (os.cpu_count() or 1) // workers)), "threads")  # torch threads per run
+    # torch threads per run
+    threads = _count(settings.pop("threads", max(1, (os.cpu_count() or 1) // workers)), "threads")
     config_files = [os.path.abspath(path) for path in config_files]
     report_only = settings.pop("report_only", False)  # rebuild the table, plot and CSVs from the runs on disk
     tuned_dir = settings.pop("tuned_dir", None)  # each model's best settings from its own Ray Tune search
@@ -247,7 +251,8 @@ def benchmark(dataset, settings, config_files=(), argv=()):
         for name, model, config, folder, _ in jobs:
             attack = config.get("attack", "none")
             key = (model, config.get("views"), view_seed(config), config.get("noise_ratio"),  # the runs sharing views:
-                   attack, config.get("attack_fraction"), config["seed"] if attack != "none" else None)  # fakes: per seed
+                   attack, config.get("attack_fraction"),
+                   config["seed"] if attack != "none" else None)  # fakes: per seed
             if key in prepared or model not in plugin_models():
                 continue
             prepared.add(key)

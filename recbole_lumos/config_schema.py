@@ -198,8 +198,10 @@ def validate(config):
                 raise LumosError(f"{key} {problem}, got {config[key]!r}: fix --{key}=...")
     if "aggregator" in config and config["aggregator"] != "fedavg" and not config["federated"]:
         raise LumosError(f"aggregator {config['aggregator']} needs federated: True (a central run aggregates nothing)")
-    if "attack_mode" in config and config["attack"] != "none" and config["attack_mode"] == "model" and not config["federated"]:
-        raise LumosError("attack_mode model sends crafted updates to a server: it needs federated: True (or attack_mode data)")
+    if ("attack_mode" in config and config["attack"] != "none" and config["attack_mode"] == "model"
+            and not config["federated"]):
+        raise LumosError("attack_mode model sends crafted updates to a server: it needs federated: True "
+                         "(or attack_mode data)")
     if "future_weight" in config and (config["future_weight"] or 0) > 0 and config["views"] == "random":
         raise LumosError(f"future_weight {config['future_weight']} > 0 reads the items a generator appends to F, and "
                          "random views append none: use views llm or embedding, or set future_weight=0")

@@ -68,7 +68,8 @@ def _check_types(user_settings, defaults):
         elif isinstance(default, numbers):
             ok = isinstance(value, numbers) and not (isinstance(default, int) and isinstance(value, float))
         else:
-            ok = isinstance(value, type(default)) or (isinstance(default, (list, dict)) and isinstance(value, (list, dict)))
+            ok = isinstance(value, type(default)) or (isinstance(default, (list, dict))
+                                                      and isinstance(value, (list, dict)))
         if not ok:
             raise LumosError(
                 f"Config key '{key}' expects a {type(default).__name__} like its default {default!r}, "
@@ -116,7 +117,8 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     if loss_type == "CE" and "train_neg_sample_args" not in {**user_file_settings, **config_dict}:
         config_dict["train_neg_sample_args"] = None
 
-    data_path = config_dict.get("data_path") or user_file_settings.get("data_path") or os.path.join(os.getcwd(), "dataset")
+    data_path = (config_dict.get("data_path") or user_file_settings.get("data_path")
+                 or os.path.join(os.getcwd(), "dataset"))
     config_dict["data_path"] = os.path.abspath(data_path)
     ensure_dataset(dataset, config_dict["data_path"], show_progress=True)
 
@@ -253,7 +255,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
         "checkpoint": trainer.saved_model_file if saved else None,
         "device": str(config["device"]),
         "versions": f"RecBole {recbole.__version__}, torch {torch.__version__}, Python {sys.version.split()[0]}, "
-                    f"{os.cpu_count()} CPUs" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+                    f"{os.cpu_count()} CPUs"
+                    + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "valid_curve": getattr(trainer, "valid_curve", valid_curve),  # a resumable trainer keeps it across sessions
     }
     privacy = getattr(trainer, "privacy", lambda: None)()
@@ -266,7 +269,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
     logger.info(set_color("best valid ", "yellow") + f": {format_metrics(result['best_valid_result'])}")
     logger.info(set_color("test result", "yellow") + f": {format_metrics(result['test_result'])}")
     if privacy is not None:
-        logger.info(set_color("privacy", "yellow") + f": epsilon {privacy['epsilon']:.4g} at delta {privacy['delta']:.3g} "
+        logger.info(set_color("privacy", "yellow") + f": epsilon {privacy['epsilon']:.4g} "
+                    f"at delta {privacy['delta']:.3g} "
                     f"after {privacy['rounds']} rounds (noise multiplier {privacy['noise_multiplier']}, "
                     f"clip norm {privacy['clip_norm']}, sampling rate {privacy['sample_rate']})")
     return result

@@ -65,7 +65,8 @@ def install():
 
     # RecBole's quick_start imports ray at import time: patch it only if loaded (a later import binds the patched
     # recbole.utils functions anyway), so a run never needs Ray
-    modules = [recbole.utils, recbole.utils.utils, recbole.config.configurator, sys.modules.get("recbole.quick_start.quick_start")]
+    modules = [recbole.utils, recbole.utils.utils, recbole.config.configurator,
+               sys.modules.get("recbole.quick_start.quick_start")]
     for module in filter(None, modules):
         if hasattr(module, "get_model"):
             module.get_model = get_model

@@ -51,7 +51,8 @@ class FederatedTrainer(Trainer):
 
     def _count_fakes_selected(self):
         """Fake clients among the updates a selecting rule (Krum) kept, against their share of those it received,
-        summed until the next log line. A simulation diagnostic: the server itself cannot tell a fake from a real one."""
+        summed until the next log line. A simulation diagnostic: the server itself cannot tell a fake from a real
+        one."""
         chosen = getattr(self.server.aggregator, "chosen", None)
         if chosen is None or not self.clients.fake:
             return
@@ -82,7 +83,8 @@ class FederatedTrainer(Trainer):
             return
         what = f"{'/'.join(bad)} loss is {losses}" if bad else "the model update is not finite"
         lr = f"local_learning_rate {self.config['local_learning_rate']}, " if self.federated else ""
-        kept = f"; the checkpoint of {unit} {round_idx} is kept: {self.resume_file}" if os.path.isfile(self.resume_file) else ""
+        kept = (f"; the checkpoint of {unit} {round_idx} is kept: {self.resume_file}"
+                if os.path.isfile(self.resume_file) else "")
         raise LumosError(
             f"training diverged in {unit} {round_idx + 1}: {what}; the learning rate is likely too high "
             f"({lr}learning_rate {self.config['learning_rate']}): lower it{kept}"
@@ -147,7 +149,8 @@ class FederatedTrainer(Trainer):
             if config["sum_cohort_updates"] and not aggregator.linear:
                 self.logger.info(f"aggregator {config['aggregator']} needs each client's own update: "
                                  "clients hand over one delta each (sum_cohort_updates applies to fedavg only)")
-            self.server = Server(self.shared, aggregator, self.optimizer, self.clients.num_clients, config["client_fraction"])
+            self.server = Server(self.shared, aggregator, self.optimizer, self.clients.num_clients,
+                                 config["client_fraction"])
         topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
         self.exposure = Exposure(self.clients.targets, topk) if self.clients.targets is not None else None
         self.time_to_best = 0.0
@@ -212,16 +215,20 @@ class FederatedTrainer(Trainer):
                 self.tensorboard.add_scalar("Vaild_score", valid_score, round_idx)  # RecBole's tag, spelling included
                 for metric, value in valid_result.items():
                     self.tensorboard.add_scalar(f"Valid/{metric}", value, round_idx)
-                down, up = ((now - before) / self.eval_step / 2**20 for now, before in zip(self._bytes(), interval_bytes))
+                down, up = ((now - before) / self.eval_step / 2**20
+                            for now, before in zip(self._bytes(), interval_bytes))
                 if verbose:
                     self.logger.info(
                         f"{unit} {round_idx + 1}: rec loss {rec:.4f} tri loss {tri:.4f} | "
                         f"valid {self.valid_metric} {valid_score:.4f}"
-                        + (f" (mean of the last {self.valid_smoothing} {smoothed:.4f}, " if self.valid_smoothing > 1 else " (")
+                        + (f" (mean of the last {self.valid_smoothing} {smoothed:.4f}, "
+                           if self.valid_smoothing > 1 else " (")
                         + f"best {self.best_valid_score:.4f}) | "
                         f"{(time.time() - interval_start) / self.eval_step:.2f} s/{unit}"
-                        + (f" | per round: {self.server.per_round} clients, {down:.2f} MiB down, {up:.2f} MiB up" if self.federated else "")
-                        + (" | fakes kept {} of {} ({} of {} received)".format(*self.fakes_selected) if self.fakes_selected else "")
+                        + (f" | per round: {self.server.per_round} clients, {down:.2f} MiB down, {up:.2f} MiB up"
+                           if self.federated else "")
+                        + (" | fakes kept {} of {} ({} of {} received)".format(*self.fakes_selected)
+                           if self.fakes_selected else "")
                     )
                 self.fakes_selected = None
                 interval_start, interval_bytes = time.time(), self._bytes()
@@ -230,7 +237,8 @@ class FederatedTrainer(Trainer):
             if stop or (round_idx + 1) % self.checkpoint_step == 0:  # a round's randomness is (seed, round):
                 self._save_round(round_idx)  # resuming from any saved round gives the same run
             if stop:
-                self.logger.info(f"early stop after {unit} {round_idx + 1}: no better {self.valid_metric} for {self.stopping_step} evaluations")
+                self.logger.info(f"early stop after {unit} {round_idx + 1}: no better {self.valid_metric} "
+                                 f"for {self.stopping_step} evaluations")
                 break
         rounds.close()
         self.tensorboard.flush()

@@ -37,7 +37,8 @@ def load_search_space(path):
     from ray import tune
 
     if not os.path.isfile(path):
-        raise LumosError(f"Search space {path} does not exist: write one (see properties/search/) or pass --search_space")
+        raise LumosError(f"Search space {path} does not exist: write one (see properties/search/) "
+                         "or pass --search_space")
     with open(path, encoding="utf-8") as f:
         spec = yaml.safe_load(f) or {}
     space = {}
@@ -53,7 +54,8 @@ def load_search_space(path):
             space[key] = getattr(tune, sampler)(*values)
     unknown = set(spec.get("tune") or {}) - set(SEARCH_SETTINGS)
     if unknown:
-        raise LumosError(f"{path}: unknown tune setting(s) {', '.join(sorted(unknown))}: use {', '.join(SEARCH_SETTINGS)}")
+        raise LumosError(f"{path}: unknown tune setting(s) {', '.join(sorted(unknown))}: "
+                         f"use {', '.join(SEARCH_SETTINGS)}")
     return space, {**SEARCH_SETTINGS, **(spec.get("tune") or {})}
 
 
@@ -208,7 +210,8 @@ def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None):
         yaml.safe_dump(best, f, sort_keys=True)
     print("\n".join(lines[4:]))
     print(f"best {METRIC} {best_row[METRIC]:.4f}; config: {os.path.join(output_dir, 'best.yaml')} "
-          f"(python run_lumos.py --model={model} --dataset={dataset} --config_files={os.path.join(output_dir, 'best.yaml')})")
+          f"(python run_lumos.py --model={model} --dataset={dataset} "
+          f"--config_files={os.path.join(output_dir, 'best.yaml')})")
     return best
 
 

@@ -27,7 +27,8 @@ def create_view_builder(config, dataset):
             return build_llm_views(config, dataset)
         except (ImportError, OSError, LumosError) as e:  # no LLM or no item text: say why in one line, go on
             if not setting(config, "views_fallback"):  # a benchmark row must be what it says it is
-                raise LumosError(f"LLM views unavailable ({type(e).__name__}: {e}) and views_fallback is False") from None
+                raise LumosError(f"LLM views unavailable ({type(e).__name__}: {e}) "
+                                 "and views_fallback is False") from None
             getLogger().warning(f"LLM views unavailable ({type(e).__name__}: {e}); falling back to embedding views")
             config["views"] = "embedding"
             return create_view_builder(config, dataset)

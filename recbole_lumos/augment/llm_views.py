@@ -170,7 +170,8 @@ class LLMViewBuilder(ViewBuilder):
         seeds = [client_seed(self.seed, client) for client in batch]
         generators = [torch.Generator().manual_seed(s) for s in seeds] if self.do_sample else [None] * len(seeds)
         excluded = [set(history) for history in batch.values()]
-        shortlists = [self.shortlists(history, views_of_section) for history in batch.values()] if self.shortlist else None
+        shortlists = [self.shortlists(history, views_of_section)
+                      for history in batch.values()] if self.shortlist else None
         before = self.decoder.tokens_processed
         if self.lora_finetune:  # one adapter per client: no batching
             named = []

@@ -118,6 +118,7 @@ def check_loaded_columns(folder, name, load_col):
         missing = [column for column in wanted if column not in present]
         if missing:
             raise LumosError(
-                f"{path} has no column {', '.join(missing)} (its header: {', '.join(present)}), which load_col.{suffix} "
-                f"loads: add the column, or set load_col without it (e.g. --load_col=\"{{'{suffix}': {[c for c in wanted if c in present]}}}\")"
+                f"{path} has no column {', '.join(missing)} (its header: {', '.join(present)}), "
+                f"which load_col.{suffix} loads: add the column, or set load_col without it "
+                f"(e.g. --load_col=\"{{'{suffix}': {[c for c in wanted if c in present]}}}\")"
             )

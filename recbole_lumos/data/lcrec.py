@@ -55,7 +55,8 @@ def _read_histories(path):
             raise LumosError(f"{path}: user '{user}' must map to a non-empty list of item ids, got {items!r:.60}")
         bad = [item for item in items if not _is_id(item)]
         if bad:
-            raise LumosError(f"{path}: user '{user}' has item {bad[0]!r:.60} in its list; item ids are strings or integers")
+            raise LumosError(f"{path}: user '{user}' has item {bad[0]!r:.60} in its list; "
+                             "item ids are strings or integers")
     return histories
 
 

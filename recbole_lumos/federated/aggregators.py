@@ -124,8 +124,8 @@ class TrimmedMean(_Collecting):
     def setup(self, num_clients, client_fraction, per_round, params):
         # trim_ratio < 0.5 always leaves a value; but a round too small to trim any is no defence: say so
         if math.floor(self.trim_ratio * per_round) == 0:
-            getLogger().warning(f"trimmed_mean with trim_ratio {self.trim_ratio} trims nothing from {per_round} clients "
-                                "per round (a plain mean): raise trim_ratio or client_fraction")
+            getLogger().warning(f"trimmed_mean with trim_ratio {self.trim_ratio} trims nothing from {per_round} "
+                                "clients per round (a plain mean): raise trim_ratio or client_fraction")
 
     def result(self):
         out = {}
@@ -147,7 +147,8 @@ class Krum(_Collecting):
         self.f, self.m = byzantine, selected
 
     def setup(self, num_clients, client_fraction, per_round, params):
-        _clients_needed("krum", max(2 * self.f + 3, self.m), per_round, f"krum_byzantine {self.f}, krum_selected {self.m}")
+        _clients_needed("krum", max(2 * self.f + 3, self.m), per_round,
+                        f"krum_byzantine {self.f}, krum_selected {self.m}")
 
     def result(self):
         rows = self.stacked()

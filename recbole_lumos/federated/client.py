@@ -215,7 +215,8 @@ class Clients:
                 if views is None:
                     raise LumosError("views_perturb perturbs generated views: use it with views llm or embedding "
                                      "(random views are redrawn every round already)")
-                self.views = PerturbedViews(views, self.views.name, self.views.stats(), model.n_items, view_seed(config))
+                self.views = PerturbedViews(views, self.views.name, self.views.stats(), model.n_items,
+                                            view_seed(config))
                 views = None
             if config["tri_anchor"] == "aligned_prefix":  # generated views moved onto a fresh prefix every round
                 if views is None:
@@ -249,10 +250,11 @@ class Clients:
         if config["attack"] == "none":
             return histories, clients
         count = round(config["attack_fraction"] * len(clients))
-        fakes = attacks.fake_histories(config["attack"], count, self.targets, histories, self.model.n_items, config["seed"])
+        fakes = attacks.fake_histories(config["attack"], count, self.targets, histories, self.model.n_items,
+                                       config["seed"])
         self.fake = set(range(len(clients), len(clients) + count))
-        logger.info(set_color("attack", "blue") + f": {count} fake clients ({config['attack']}, {config['attack_mode']} "
-                    f"poisoning), target items {self.targets}")
+        logger.info(set_color("attack", "blue") + f": {count} fake clients ({config['attack']}, "
+                    f"{config['attack_mode']} poisoning), target items {self.targets}")
         return {**histories, **fakes}, clients + [np.array([user]) for user in fakes]
 
     @property
@@ -275,7 +277,8 @@ class Clients:
         ``tri_extra_negatives`` random-item sequences per anchor."""
         if self.model.uses_views:
             batch["anchor"] = self.model.training_anchors(batch["anchor"], generator)
-            batch["negatives"] = random_negatives(batch["anchor"], self.config["tri_extra_negatives"], self.model.n_items, generator)
+            batch["negatives"] = random_negatives(batch["anchor"], self.config["tri_extra_negatives"],
+                                                  self.model.n_items, generator)
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def fit(self, client_ids, shared, generator, round_idx, summable):

@@ -23,7 +23,8 @@ class Server:
 
     def sample_clients(self, generator):
         if self.aggregator.poisson_sampling:  # each client independently: the round size varies (may be 0)
-            return torch.nonzero(torch.rand(self.num_clients, generator=generator) < self.client_fraction).flatten().tolist()
+            drawn = torch.rand(self.num_clients, generator=generator) < self.client_fraction
+            return torch.nonzero(drawn).flatten().tolist()
         return torch.randperm(self.num_clients, generator=generator)[: self.per_round].tolist()
 
     def broadcast(self):

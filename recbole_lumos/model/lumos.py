@@ -85,7 +85,8 @@ class LUMOS(SASRec):
         """Cross-entropy of the next item at every position; windows [B, L+1], 0 = padding (ignored)."""
         inputs, targets = windows[:, :-1], windows[:, 1:]
         logits = self.encode(inputs) @ self.item_embedding.weight.t()
-        total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=0, reduction="sum")
+        total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=0,
+                                reduction="sum")
         return total if reduction == "sum" else total / (targets > 0).sum().clamp(min=1)
 
     @staticmethod
@@ -194,7 +195,8 @@ class LUMOS(SASRec):
         return histories, create_view_builder(self._config, self._dataset).build(histories)
 
     def attach_views(self, histories_and_views):
-        """Keep every user's anchor and views as one table for ``calculate_loss``: ({user: items}, {user: ClientViews})."""
+        """Keep every user's anchor and views as one table for ``calculate_loss``:
+        ({user: items}, {user: ClientViews})."""
         histories, views = histories_and_views
         L = self.max_seq_length
         table = torch.zeros(self._dataset.num(self.USER_ID), 4, L, dtype=torch.long)
