@@ -1,12 +1,17 @@
 """The LLM view builder end to end, on a tiny Llama built on the spot (same loading and decoding path as SmolLM2):
 every view item is named by the LLM and reaches the tensors the losses read; the views have the shape DESIGN.md
-asks; the per-client cache (reuse, one changed client, resume, torn line); sampling; held-out items; Ray."""
+asks; the per-client cache (reuse, one changed client, resume, torn line, runs sharing it); sampling; held-out
+items; Ray."""
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
 import numpy as np
 import pytest
 from conftest import tiny_settings, write_tiny_dataset
 from conftest_tiny_llm import HISTORIES, FakeDataset, check, make_tiny_llm, tiny_catalogue
 
 from recbole_lumos.augment.base import ViewShape
+from recbole_lumos.augment.cache import ViewCache, fcntl
 from recbole_lumos.augment.catalogue_decoding import CatalogueDecoder
 from recbole_lumos.augment.llm_backend import threads_for_free_cores
 from recbole_lumos.augment.llm_views import LLMViewBuilder, build_llm_views
@@ -236,3 +241,25 @@ def test_ray_workers_give_the_same_views(make_builder):
         assert fanned.build(HISTORIES) == alone  # then read back from its cache
     finally:
         ray.shutdown()
+
+
+@pytest.mark.skipif(fcntl is None, reason="no POSIX flock on this platform")
+def test_runs_sharing_a_cache_file_take_turns(tmp_path):
+    """A benchmark's parallel workers append to one cache file: neither writes nor trims inside the other's batch."""
+    cache = ViewCache("k" * 64, tmp_path)
+    cache.append([{"key": "a", "views": list(range(3000))}])  # a record longer than one write buffer
+    with open(cache.path, "ab") as other_run, ThreadPoolExecutor(2) as pool:
+        fcntl.flock(other_run.fileno(), fcntl.LOCK_EX)
+        other_run.write(b'{"key": "c", "views"')  # the other run is mid-batch
+        other_run.flush()
+        writing = pool.submit(cache.append, [{"key": "b", "views": list(range(3000))}])
+        loading = pool.submit(cache.load)
+        for waiting in (writing, loading):
+            with pytest.raises(FutureTimeout):
+                waiting.result(timeout=1.0)  # both wait for the lock
+        other_run.write(b": [1]}\n")
+        other_run.flush()
+        fcntl.flock(other_run.fileno(), fcntl.LOCK_UN)
+        writing.result()
+        assert "c" in loading.result()  # the half-written line was not taken for a torn one and trimmed
+    assert set(cache.load()) == {"a", "b", "c"}  # every line whole

@@ -4,15 +4,34 @@ The file is named by a hash of everything that shapes every client's views (prom
 settings, seed, the catalogue text); each record is keyed by a hash of that and of the client's own id and
 history. So a later run reuses every record whose client is unchanged, one changed history regenerates that client
 alone, and an interrupted run resumes with the clients it has not finished yet. Records are flushed per batch.
+Runs that share a file (a benchmark's parallel workers) take turns on it with an advisory lock (POSIX flock).
 """
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; one run per cache file there
+    fcntl = None
 
 from recbole_lumos.paths import CACHE_ROOT
 
 DEFAULT_DIR = CACHE_ROOT / "views"
+
+
+@contextmanager
+def _exclusive(f):
+    """One writer (or torn-line truncater) at a time, so that two runs' batches never interleave in the file."""
+    if fcntl:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    try:
+        yield f
+    finally:
+        if fcntl:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def cache_key(**parts):
@@ -32,17 +51,17 @@ class ViewCache:
         """{client key: record} of every client generated so far under this configuration."""
         if not self.path.exists():
             return {}
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):  # killed mid-write: drop the torn last line before appending again
-            data = data[: data.rfind(b"\n") + 1]
-            with open(self.path, "r+b") as f:
-                f.truncate(len(data))
+        with open(self.path, "rb") as f, _exclusive(f):  # not while another run is mid-batch
+            data = f.read()
+            if data and not data.endswith(b"\n"):  # killed mid-write: drop the torn last line before appending
+                data = data[: data.rfind(b"\n") + 1]
+                os.truncate(self.path, len(data))
         records = (json.loads(line) for line in data.decode("utf-8").splitlines())
         return {record["key"]: record for record in records}
 
     def append(self, records):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
+        with open(self.path, "ab") as f, _exclusive(f):
+            f.write("".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
