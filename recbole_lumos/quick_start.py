@@ -5,6 +5,7 @@ Config precedence is RecBole's: RecBole's built-in yaml < the plugin's ``propert
 """
 import json
 import os
+import platform
 import resource
 import sys
 import time
@@ -26,6 +27,7 @@ from recbole_lumos.significance import evaluate_per_user, save_per_user
 PROPERTIES = str(paths.PROPERTIES)
 REPORTED_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20", "er@10", "er@20")  # ER: under an attack only
 PRINTED_NAMES = {"hit": "HR", "ndcg": "NDCG", "er": "ER"}
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16")  # what sets CPU speed
 
 
 def default_config_files(model_name, dataset_name):
@@ -171,6 +173,23 @@ def write_result_file(config, result):
     return path
 
 
+def cpu_class(cpuinfo="/proc/cpuinfo"):
+    """The CPU a run's figures come from: its name, family and model, the SIMD flags that set its speed (and bf16's
+    numerics) and the kernels torch picked. A timing from one class is no promise for another."""
+    fields = {}
+    if os.path.isfile(cpuinfo):
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block stands for all
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    family = f" family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields else ""
+    flags = [flag for flag in SIMD_FLAGS if flag in fields.get("flags", "").split()]
+    return f"{name}{family} ({', '.join(flags) or 'flags unknown'}; torch {torch.backends.cpu.get_cpu_capability()})"
+
+
 def peak_memory_mb():
     """This process's peak resident memory (or GPU allocation, if larger), in MB. On Linux from VmHWM, the high-water
     mark of this process's own address space: ru_maxrss carries a parent's peak over fork + exec (a benchmark
@@ -255,7 +274,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
         "checkpoint": trainer.saved_model_file if saved else None,
         "device": str(config["device"]),
         "versions": f"RecBole {recbole.__version__}, torch {torch.__version__}, Python {sys.version.split()[0]}, "
-                    f"{os.cpu_count()} CPUs"
+                    f"{os.cpu_count()} CPUs: {cpu_class()}"
                     + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "valid_curve": getattr(trainer, "valid_curve", valid_curve),  # a resumable trainer keeps it across sessions
     }

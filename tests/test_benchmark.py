@@ -13,6 +13,7 @@ from scipy.stats import ttest_rel, wilcoxon
 
 import run_lumos
 from recbole_lumos.errors import LumosError
+from recbole_lumos.quick_start import cpu_class
 from tests.conftest import tiny_settings
 
 PLAN = """
@@ -40,6 +41,7 @@ def test_benchmark_writes_table_csv_plot_records_errors_and_resumes(tiny_data, i
         ("Broken", "1", "failed"), ("Broken", "2", "failed")]
     assert all("views must be one of llm, embedding, random, got 'telepathy'" in r["error"] for r in rows[4:])
     assert {r["seed"] for r in rows[:4]} == {"1", "2"} and float(rows[0]["wall_time_s"]) > 0
+    assert all(f"CPUs: {cpu_class()}" in r["versions"] for r in rows[:4])  # a figure names its CPU class
 
     table = (in_tmp / "out" / "tiny.md").read_text()
     fed = [float(r["ndcg@20"]) for r in rows[2:4]]

@@ -141,3 +141,12 @@ def test_a_runs_peak_memory_is_its_own_not_its_parents():
     out = subprocess.run([sys.executable, "-c", "from recbole_lumos.quick_start import peak_memory_mb; print(peak_memory_mb())"],
                          capture_output=True, text=True, check=True).stdout
     assert 0 < float(out.strip().splitlines()[-1]) < 1_500 and ballast.sum() == ballast.size
+
+
+def test_a_result_names_the_cpu_class_its_figures_come_from(tmp_path):
+    from recbole_lumos.quick_start import cpu_class
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 17\n"
+                       "flags\t\t: fpu sse avx2 avx512f avx512_bf16\n\nprocessor\t: 1\nmodel name\t: Other\n")
+    assert cpu_class(str(cpuinfo)).startswith("AMD EPYC family 25 model 17 (avx2, avx512f, avx512_bf16; torch ")
