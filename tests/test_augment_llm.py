@@ -248,7 +248,7 @@ def test_runs_sharing_a_cache_file_take_turns(tmp_path):
     """A benchmark's parallel workers append to one cache file: neither writes nor trims inside the other's batch."""
     cache = ViewCache("k" * 64, tmp_path)
     cache.append([{"key": "a", "views": list(range(3000))}])  # a record longer than one write buffer
-    with open(cache.path, "ab") as other_run, ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(2) as pool, open(cache.path, "ab") as other_run:  # closed (unlocked) before the join
         fcntl.flock(other_run.fileno(), fcntl.LOCK_EX)
         other_run.write(b'{"key": "c", "views"')  # the other run is mid-batch
         other_run.flush()
