@@ -15,8 +15,6 @@ temporary cache, so generation is measured, not cache hits. The validation item 
 import json
 import os
 import warnings
-import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,7 @@ from recbole.data import create_dataset, data_preparation  # noqa: E402
 
 from recbole_lumos.augment.llm_views import build_llm_views  # noqa: E402
 from recbole_lumos.federated.client_data import ClientData  # noqa: E402
-from recbole_lumos.quick_start import build_config  # noqa: E402
+from recbole_lumos.quick_start import build_config, cpu_class  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from script_options import exit_on_help  # noqa: E402  (benchmarks/)
@@ -43,18 +41,10 @@ OWN_FLAGS = {"users": 943, "dataset": "ml-100k", "show_users": 3, "dtype": None,
 
 
 def machine():
-    """CPU model and the flags that decide LLM speed (AVX2 / AVX-512 / AVX512-BF16 / AMX), as text."""
-    model = platform.processor()
-    try:
-        info = open("/proc/cpuinfo").read()
-        model = re.search(r"model name\s*:\s*(.*)", info).group(1)
-        flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split())
-    except (OSError, AttributeError):
-        flags = set()
-    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    """The CPU class every result file names (quick_start.cpu_class), the core count, and any variable that
+    restricts torch's kernels."""
     env = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
-    return (f"{model}, {os.cpu_count()} cores, flags {' '.join(shown) or 'none of avx2/avx512'}; torch kernels "
-            f"{torch.backends.cpu.get_cpu_capability()}" + (f" (restricted by {env})" if env else ""))
+    return f"{cpu_class()}, {os.cpu_count()} cores" + (f" (kernels restricted by {env})" if env else "")
 
 
 @torch.no_grad()
