@@ -39,7 +39,8 @@ def tiny_settings(data_path, **overrides):
     """Small, fast settings for any model on the tiny dataset."""
     settings = {
         "data_path": data_path,
-        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "movie_title", "release_year", "class"]},
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"],
+                     "item": ["item_id", "movie_title", "release_year", "class"]},
         "item_genre_field": "class",
         "MAX_ITEM_LIST_LENGTH": 10,
         "hidden_size": 16,

@@ -83,7 +83,8 @@ def test_view_seed_fixes_the_views_across_training_seeds():
 
     def views(**config):
         built = create_view_builder({"views": "random", **config}, dataset).build(histories)
-        return {u: [list(map(int, getattr(v, f))) for f in ("future", "rephrase", "counterfactual")] for u, v in built.items()}
+        return {u: [list(map(int, getattr(v, f))) for f in ("future", "rephrase", "counterfactual")]
+                for u, v in built.items()}
 
     assert views(seed=1, view_seed=7) == views(seed=2, view_seed=7)
     assert views(seed=1) != views(seed=2)  # unset: the run's seed

@@ -159,7 +159,8 @@ def test_a_plan_with_sections_gets_one_table_each_with_the_columns_its_runs_meas
     assert sorted(os.listdir(in_tmp / "results" / "study" / "tiny")) == ["LUMOS-dp"]
     with open(in_tmp / "out" / "tiny-runs.csv") as f:
         recorded = {r["run"]: r for r in csv.DictReader(f)}
-    assert sorted(recorded) == ["FedSASRec", "LUMOS", "LUMOS-dp"] and 7.9 <= float(recorded["LUMOS-dp"]["epsilon"]) <= 8.0
+    assert (sorted(recorded) == ["FedSASRec", "LUMOS", "LUMOS-dp"]
+            and 7.9 <= float(recorded["LUMOS-dp"]["epsilon"]) <= 8.0)
     assert all(r["settings_digest"].startswith("sha1:") for r in recorded.values())
     assert "--runs=" not in (in_tmp / "out" / "tiny.md").read_text()  # its command reproduces the whole report
     # Running the plan there does not rerun what the record holds with the same settings

@@ -50,7 +50,8 @@ def test_cli_prints_the_summary_and_accepts_overrides_and_config_files(tiny_data
 def test_unknown_model_lists_what_exists(capsys):
     code, out = cli(capsys, "--model=NoSuchRec")
     assert code == 2 and out.err.count("\n") == 1
-    assert "Unknown model 'NoSuchRec'" in out.err and "LUMOS" in out.err and "SASRec" in out.err and "GRU4Rec" in out.err
+    assert ("Unknown model 'NoSuchRec'" in out.err and "LUMOS" in out.err and "SASRec" in out.err
+            and "GRU4Rec" in out.err)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,8 @@ def test_unknown_model_lists_what_exists(capsys):
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tiny_data, in_tmp, capsys, args, message):
-    base = [f"--data_path={tiny_data}", "--dataset=tiny", "--state=WARNING", "--show_progress=False", "--MAX_ITEM_LIST_LENGTH=10"]
+    base = [f"--data_path={tiny_data}", "--dataset=tiny", "--state=WARNING", "--show_progress=False",
+            "--MAX_ITEM_LIST_LENGTH=10"]
     code, out = cli(capsys, *base, *args)
     assert code == 2, out
     assert message in out.err and out.err.startswith("error: ") and out.err.count("\n") == 1
@@ -82,7 +84,8 @@ def test_malformed_atomic_file_is_reported_with_its_line(tmp_path, in_tmp, capsy
 
 
 def test_process_exit_status_and_no_traceback():
-    proc = subprocess.run([sys.executable, "run_lumos.py", "--model=NoSuchRec"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "run_lumos.py", "--model=NoSuchRec"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Unknown model" in proc.stderr
 
 
@@ -138,7 +141,8 @@ def test_a_runs_peak_memory_is_its_own_not_its_parents():
     import numpy as np
 
     ballast = np.ones(1_500 * 2**20, dtype=np.uint8)  # 1.5 GB, touched: resident in this (parent) process
-    out = subprocess.run([sys.executable, "-c", "from recbole_lumos.quick_start import peak_memory_mb; print(peak_memory_mb())"],
+    out = subprocess.run([sys.executable, "-c",
+                          "from recbole_lumos.quick_start import peak_memory_mb; print(peak_memory_mb())"],
                          capture_output=True, text=True, check=True).stdout
     assert 0 < float(out.strip().splitlines()[-1]) < 1_500 and ballast.sum() == ballast.size
 

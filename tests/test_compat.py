@@ -52,7 +52,8 @@ def test_3_4_pandas_token_seq_and_nan_fill(monkeypatch):
 
     config = Config(model="SASRec", dataset="ml-100k", config_dict={
         "state": "WARNING", "train_neg_sample_args": None,
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "movie_title", "release_year", "class"]},
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"],
+                     "item": ["item_id", "movie_title", "release_year", "class"]},
     })
     dataset = create_dataset(config)
     titles = dataset.item_feat["movie_title"]  # token_seq: one array of word ids per item (breaks on pandas 3, #4)
@@ -85,7 +86,8 @@ def test_7_ensure_dir_survives_a_run_starting_beside_it(tmp_path, monkeypatch):
     import importlib
 
     monkeypatch.setattr(os.path, "exists", lambda path: False)  # what the check saw before the other run won
-    for name in ("recbole.utils.logger", "recbole.trainer.trainer", "recbole.data.utils", "recbole.data.dataset.dataset"):
+    for name in ("recbole.utils.logger", "recbole.trainer.trainer", "recbole.data.utils",
+                 "recbole.data.dataset.dataset"):
         importlib.import_module(name).ensure_dir(str(tmp_path))  # already there: no FileExistsError
 
 

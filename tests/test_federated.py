@@ -78,7 +78,8 @@ def test_fedavg_is_the_sample_weighted_mean():
     assert torch.allclose(agg.result()["w"], torch.tensor([(1 + 9 + 20) / 8, (0 + 6 + 16) / 8]))
 
 
-@pytest.mark.parametrize("learner,epochs,future_weight", [("sgd", 1, 0), ("sgd", 3, 0), ("adam", 2, 0), ("sgd", 2, 0.5)])
+@pytest.mark.parametrize("learner,epochs,future_weight",
+                         [("sgd", 1, 0), ("sgd", 3, 0), ("adam", 2, 0), ("sgd", 2, 0.5)])
 def test_cohort_update_equals_one_client_at_a_time(tiny_data, in_tmp, learner, epochs, future_weight):
     """vmap over a cohort is exact: the same updates as training a copy of the model per client (with L_future
     too: each client's F continuation read by its own loss)."""
@@ -143,7 +144,8 @@ def received_in_one_round(trainer, train, valid):
 
 def one_round_updates(data_path, in_tmp, summed=False):
     """Train one round with every client; return the model and every update the server received."""
-    config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5, sum_cohort_updates=summed)
+    config, train, valid, _, model, trainer = setup_model(data_path, client_fraction=1.0, epochs=1, eval_step=5,
+                                                          sum_cohort_updates=summed)
     return model, received_in_one_round(trainer, train, valid)
 
 
@@ -214,7 +216,8 @@ def test_counterfactual_view_is_a_negative_only_when_listed(tiny_data, in_tmp, t
     easy = torch.tensor([positives + [[30, 31, 32, 33, 0, 0, 0, 0, 0, 0]]])
     hard = torch.tensor([positives + [anchor[0].tolist()]])
     negatives = torch.tensor([[[20, 21, 22, 23, 0, 0, 0, 0, 0, 0]]])
-    loss_easy, loss_hard = model.tri_view_losses(anchor, easy, negatives), model.tri_view_losses(anchor, hard, negatives)
+    loss_easy, loss_hard = (model.tri_view_losses(anchor, easy, negatives),
+                            model.tri_view_losses(anchor, hard, negatives))
     if reads_counterfactual:
         assert loss_hard > loss_easy
     else:
@@ -280,7 +283,8 @@ def test_perturbed_views_are_redrawn_each_round_and_reach_the_client_tables(tiny
         setup_model(tiny_data, model="FedCL4SRec", views_perturb=True)[-1].setup(train._dataset)
     clients.redraw_views([0, 1], round_idx=1)
     for user in users:
-        expected = right_pad([getattr(drawn[1][user], v) for v in ("future", "rephrase", "counterfactual")], clients.data.max_len)
+        expected = right_pad([getattr(drawn[1][user], v) for v in ("future", "rephrase", "counterfactual")],
+                             clients.data.max_len)
         assert torch.equal(clients.data.views[clients.data.user_row[user]], torch.from_numpy(expected))
 
 
@@ -364,7 +368,8 @@ def test_divergence_stops_the_run_with_one_line(tiny_data, in_tmp, capsys, feder
     import run_lumos
 
     args = [f"--{k}={v}" for k, v in tiny_settings(tiny_data, epochs=3, federated=federated).items() if k != "load_col"]
-    code = run_lumos.main(["--model=LUMOS", "--dataset=tiny", "--learning_rate=1e6", "--local_learning_rate=1e6", *args])
+    code = run_lumos.main(["--model=LUMOS", "--dataset=tiny", "--learning_rate=1e6", "--local_learning_rate=1e6",
+                           *args])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: training diverged in ") and err.count("\n") == 1, err
     assert "learning rate is likely too high" in err and "is kept: " in err
@@ -401,13 +406,15 @@ def test_summed_cohort_update_equals_the_mean_of_client_deltas(tiny_data, in_tmp
     config, train, _, _, model, _ = setup_model(tiny_data, hidden_dropout_prob=0.0, attn_dropout_prob=0.0,
                                                 future_weight=future_weight, views="embedding")
     histories = train._dataset.training_histories()
-    views = continuation_views(histories, model.n_items) if future_weight else RandomViewBuilder(model.n_items).build(histories)
+    views = (continuation_views(histories, model.n_items) if future_weight
+             else RandomViewBuilder(model.n_items).build(histories))
     data = ClientData(histories, partition_clients(np.array(sorted(histories))), views, 10)
     cohort = list(range(6))
     batch = data.cohort(cohort)
     batch["negatives"] = random_negatives(batch["anchor"], 2, model.n_items, torch.Generator().manual_seed(0))
     shared = {n: p.detach().clone() for n, p in model.named_parameters() if not is_private(n)}
-    private = {n: p.detach().unsqueeze(0).repeat(6, *[1] * p.dim()) for n, p in model.named_parameters() if is_private(n)}
+    private = {n: p.detach().unsqueeze(0).repeat(6, *[1] * p.dim())
+               for n, p in model.named_parameters() if is_private(n)}
     trainer = CohortTrainer(model, 1, "sgd", 0.1)
     weights = data.num_samples[cohort]
     each, private_each, _ = trainer.local_update(shared, dict(private), batch, weights)
@@ -448,7 +455,8 @@ def test_cutting_the_padding_changes_no_loss_and_cohorts_keep_to_their_own_lengt
                                                 MAX_ITEM_LIST_LENGTH=50)  # wider than every history (at most 40 items)
     histories = train._dataset.training_histories()
     width = config["MAX_ITEM_LIST_LENGTH"]
-    data = ClientData(histories, partition_clients(np.array(sorted(histories))), RandomViewBuilder(model.n_items).build(histories), width)
+    data = ClientData(histories, partition_clients(np.array(sorted(histories))),
+                      RandomViewBuilder(model.n_items).build(histories), width)
     cohorts = data.cohorts(list(range(data.num_clients)), 4, stacked=False)
     lengths = [[data.client_length[c] for c in cohort] for cohort in cohorts]
     assert [length for group in lengths for length in group] == sorted(data.client_length)

@@ -74,7 +74,8 @@ def test_loaded_through_recbole_with_the_dataset_yaml(tmp_path):
     catalogue = catalogue_from_dataset(dataset)
     texts = {catalogue.titles[dataset.token2id("item_id", i)]: catalogue.texts[dataset.token2id("item_id", i)]
              for i in ITEMS}
-    assert texts["AT&T Corded Phone, Black"] == "AT&T Corded Phone, Black | Office Electronics, Telephones & Accessories"
+    assert (texts["AT&T Corded Phone, Black"]
+            == "AT&T Corded Phone, Black | Office Electronics, Telephones & Accessories")
     assert texts["Stapler"] == "Stapler | Office & School Supplies"
     assert texts['"No Mess" Tape'] == '"No Mess" Tape | Office & School Supplies'
     # chronological order = list order: u2's last item (1) is its test item

@@ -83,7 +83,8 @@ def test_robust_rules_resist_a_huge_update_that_moves_fedavg(rule):
 
 
 @pytest.mark.parametrize("rule,per_round,message", [
-    (Krum(byzantine=3, selected=1), 8, "aggregator krum with krum_byzantine 3, krum_selected 1 needs at least 9 clients per round, got 8"),
+    (Krum(byzantine=3, selected=1), 8,
+     "aggregator krum with krum_byzantine 3, krum_selected 1 needs at least 9 clients per round, got 8"),
     (Krum(byzantine=0, selected=6), 5, "needs at least 6 clients per round, got 5"),
 ])
 def test_impossible_round_sizes_are_one_line_errors(rule, per_round, message):
@@ -118,7 +119,8 @@ def test_krum_log_counts_the_fake_clients_behind_the_rows_it_kept(tiny_data, in_
     crafted = rows[order.index(min(fake))]
     assert [torch.equal(row, crafted) for row in rows] == [c in fake for c in order]
     kept = trainer.server.aggregator.chosen
-    expected = f"fakes kept {sum(torch.equal(rows[i], crafted) for i in kept)} of 3 ({len(fake)} of {len(order)} received)"
+    expected = (f"fakes kept {sum(torch.equal(rows[i], crafted) for i in kept)} of 3 "
+                f"({len(fake)} of {len(order)} received)")
     assert any(r.getMessage().endswith(expected) for r in caplog.records)
 
 
@@ -194,7 +196,8 @@ def test_dp_run_reports_the_libraries_epsilon(tiny_data, in_tmp):
     rdp = compute_rdp(q=0.3, noise_multiplier=0.8, steps=3, orders=RDPAccountant.DEFAULT_ALPHAS)
     expected, _ = get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=1 / clients)
     assert privacy["epsilon"] == pytest.approx(expected, rel=1e-9) and np.isfinite(expected) and expected > 0
-    assert (privacy["delta"], privacy["rounds"], privacy["noise_multiplier"], privacy["clip_norm"]) == (1 / clients, 3, 0.8, 0.5)
+    assert ((privacy["delta"], privacy["rounds"], privacy["noise_multiplier"], privacy["clip_norm"])
+            == (1 / clients, 3, 0.8, 0.5))
     with open(result["result_file"], encoding="utf-8") as f:
         assert json.load(f)["privacy"] == privacy
 
@@ -269,7 +272,8 @@ def test_model_poisoning_update_raises_the_target_scores_of_benign_users(tiny_da
     clients, targets = trainer.clients, trainer.clients.targets
     crafted = received[0]  # the fake clients' updates reach the server first, as ordinary rows
     assert len(crafted.num_samples) == len(clients.fake) > 0
-    benign_users = np.concatenate([clients.data.client_users[c] for c in range(clients.num_clients) if c not in clients.fake])
+    benign_users = np.concatenate([clients.data.client_users[c] for c in range(clients.num_clients)
+                                   if c not in clients.fake])
     benign = clients.data.anchor[benign_users]
     model.eval()
     sent = {n: p.detach().clone() for n, p in model.named_parameters() if not is_private(n)}
