@@ -10,6 +10,7 @@ first, then among RecBole's models. Bad input ends with one line on stderr and e
 """
 import sys
 
+from recbole_lumos.allocator import keep_freed_memory
 from recbole_lumos.errors import LumosError
 
 
@@ -33,6 +34,7 @@ def main(argv=None):
         print(__doc__)
         return 0
     try:
+        keep_freed_memory()  # before the first tensor: see allocator.py
         settings, flags = parse_args(argv)
         unknown = flags - {"benchmark", "tune"}
         if unknown:

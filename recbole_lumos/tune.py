@@ -75,7 +75,10 @@ def trainable(trial_config, model, dataset, config_files, fixed, search_dir, eva
     import recbole_lumos  # noqa: F401  (a Ray worker is a fresh interpreter: patch RecBole there too)
     from ray import tune
 
+    from recbole_lumos.allocator import keep_freed_memory
     from recbole_lumos.quick_start import run
+
+    keep_freed_memory()  # a Ray worker does not go through the CLI
 
     trial_dir = os.path.join(search_dir, os.path.basename(tune.get_context().get_trial_dir()))
     settings = {**fixed, **trial_config, "checkpoint_dir": os.path.join(trial_dir, "saved"),
