@@ -8,8 +8,10 @@ turns ``mmap`` off for the main heap and lets the heap keep what is freed, so th
 A block that the heap cannot serve (a thread's arena, over 64 MB) still falls back to ``mmap``. The process holds
 on to its peak memory until it ends, which a training run reaches anyway.
 
-It is called where a run's process starts (the CLI, Ray Tune's trials), not on import: a notebook that only
-imports the package keeps its allocator as it was.
+The CLI calls it where a run's process starts, not on import: a notebook that only imports the package keeps its
+allocator as it was. Ray Tune trials train in a thread of a worker process, and a thread's arena cannot hold a
+block over 64 MB: those processes get the same settings as environment variables at their start (``MALLOC_ENV``),
+with one arena for all threads.
 """
 import ctypes
 import ctypes.util
@@ -17,6 +19,7 @@ import ctypes.util
 M_TRIM_THRESHOLD = -1  # mallopt's parameter numbers (malloc.h)
 M_MMAP_MAX = -4
 _applied = False
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1), "MALLOC_ARENA_MAX": "1"}
 
 
 def keep_freed_memory():

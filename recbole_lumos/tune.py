@@ -22,6 +22,7 @@ import time
 import yaml
 
 from recbole_lumos import paths, registry
+from recbole_lumos.allocator import MALLOC_ENV
 from recbole_lumos.errors import LumosError
 from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, build_config, prepare_views
 
@@ -75,10 +76,7 @@ def trainable(trial_config, model, dataset, config_files, fixed, search_dir, eva
     import recbole_lumos  # noqa: F401  (a Ray worker is a fresh interpreter: patch RecBole there too)
     from ray import tune
 
-    from recbole_lumos.allocator import keep_freed_memory
     from recbole_lumos.quick_start import run
-
-    keep_freed_memory()  # a Ray worker does not go through the CLI
 
     trial_dir = os.path.join(search_dir, os.path.basename(tune.get_context().get_trial_dir()))
     settings = {**fixed, **trial_config, "checkpoint_dir": os.path.join(trial_dir, "saved"),
@@ -131,7 +129,7 @@ def tune(model, dataset, config_files, settings):
 
     temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must stay under 107 bytes
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
-             runtime_env={"env_vars": {"PYTHONPATH": str(paths.IMPORT_ROOT)}})
+             runtime_env={"env_vars": {"PYTHONPATH": str(paths.IMPORT_ROOT), **MALLOC_ENV}})  # trials train in a thread
     try:
         resources = {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]}
         name = f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"

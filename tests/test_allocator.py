@@ -47,3 +47,37 @@ def test_without_glibc_it_reports_false_and_changes_nothing(monkeypatch):
     monkeypatch.setattr(allocator, "_applied", False)
     monkeypatch.setattr(allocator.ctypes, "CDLL", no_libc)
     assert allocator.keep_freed_memory() is False
+
+
+FAULTS_IN_A_THREAD = """
+import resource, threading, torch
+def work():
+    for _ in range(6):  # the heap settles over the first blocks
+        torch.ones(27 * 2**20).sum()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(6):
+        torch.ones(27 * 2**20).sum()  # 108 MB: over what a thread's own arena can hold
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's malloc; elsewhere a no-op")
+def test_ray_workers_environment_keeps_freed_memory_in_a_thread():
+    """A Ray Tune trial trains in a thread of a worker started with MALLOC_ENV (tune.py)."""
+    import os
+
+    from recbole_lumos.allocator import MALLOC_ENV
+
+    def run(env):
+        out = subprocess.run([sys.executable, "-c", FAULTS_IN_A_THREAD], capture_output=True, text=True,
+                             timeout=120, env=env)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout)
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    default, kept = run(base), run({**base, **MALLOC_ENV})
+    assert default > 6 * 27_000  # six 108 MB blocks of fresh 4 kB pages
+    assert kept < default / 3  # at most a block or two where the heap had not settled yet (seen: 0 or 1 block)
