@@ -5,8 +5,9 @@ with ``munmap`` when freed. A training step of RecBole's SASRec on ml-100k (batc
 frees several such blocks (the attention scores, the feed-forward activations), so every step faults in and zeroes
 hundreds of MB of new pages: half of an epoch's time was spent in the kernel (docs/speed.md). ``keep_freed_memory``
 turns ``mmap`` off for the main heap and lets the heap keep what is freed, so the next step reuses those pages.
-A block that the heap cannot serve (a thread's arena, over 64 MB) still falls back to ``mmap``. The process holds
-on to its peak memory until it ends, which a training run reaches anyway.
+A block that the heap cannot serve (a thread's arena, over 64 MB) still falls back to ``mmap``. The price: the
+process keeps its peak memory until it ends, and the peak is higher (+11 to +19 % measured in docs/speed.md),
+since a freed block is not always where the next one fits.
 
 The CLI calls it where a run's process starts, not on import: a notebook that only imports the package keeps its
 allocator as it was. Ray Tune trials train in a thread of a worker process, and a thread's arena cannot hold a
