@@ -6,7 +6,7 @@ frees several such blocks (the attention scores, the feed-forward activations), 
 hundreds of MB of new pages: half of an epoch's time was spent in the kernel (docs/speed.md). ``keep_freed_memory``
 turns ``mmap`` off for the main heap and lets the heap keep what is freed, so the next step reuses those pages.
 A block that the heap cannot serve (a thread's arena, over 64 MB) still falls back to ``mmap``. The price: the
-process keeps its peak memory until it ends, and the peak is higher (+11 to +19 % measured in docs/speed.md),
+process keeps its peak memory until it ends, and the peak is higher (+11 to +13 % measured in docs/speed.md),
 since a freed block is not always where the next one fits.
 
 The CLI calls it where a run's process starts, not on import: a notebook that only imports the package keeps its
@@ -19,8 +19,9 @@ import ctypes.util
 
 M_TRIM_THRESHOLD = -1  # mallopt's parameter numbers (malloc.h)
 M_MMAP_MAX = -4
+TRIM_THRESHOLD = 2**31 - 1  # free bytes at the heap's top before any go back to the kernel: in practice, never
+MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD), "MALLOC_ARENA_MAX": "1"}
 _applied = False
-MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1), "MALLOC_ARENA_MAX": "1"}
 
 
 def keep_freed_memory():
@@ -32,5 +33,5 @@ def keep_freed_memory():
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc: nothing to tune
         return False
-    _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    _applied = bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _applied

@@ -4,6 +4,7 @@ Each case runs in a fresh interpreter (malloc's settings are per process) and co
 making and freeing a 64 MB tensor ten times after a first one: without the setting every round faults in the
 whole block again (about 16,000 pages of 4 kB), with it the heap hands back the same pages.
 """
+import os
 import platform
 import subprocess
 import sys
@@ -22,10 +23,15 @@ print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def faults(mode):
-    out = subprocess.run([sys.executable, "-c", COUNT_FAULTS, mode], capture_output=True, text=True, timeout=120)
+def run_script(script, *args, env=None):
+    """What a script run in a fresh interpreter prints, split into words."""
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
-    applied, count = out.stdout.split()
+    return out.stdout.split()
+
+
+def faults(mode):
+    applied, count = run_script(COUNT_FAULTS, mode)
     return applied, int(count)
 
 
@@ -67,17 +73,10 @@ thread.join()
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's malloc; elsewhere a no-op")
 def test_ray_workers_environment_keeps_freed_memory_in_a_thread():
     """A Ray Tune trial trains in a thread of a worker started with MALLOC_ENV (tune.py)."""
-    import os
-
     from recbole_lumos.allocator import MALLOC_ENV
 
-    def run(env):
-        out = subprocess.run([sys.executable, "-c", FAULTS_IN_A_THREAD], capture_output=True, text=True,
-                             timeout=120, env=env)
-        assert out.returncode == 0, out.stderr
-        return int(out.stdout)
-
     base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    default, kept = run(base), run({**base, **MALLOC_ENV})
+    default = int(run_script(FAULTS_IN_A_THREAD, env=base)[0])
+    kept = int(run_script(FAULTS_IN_A_THREAD, env={**base, **MALLOC_ENV})[0])
     assert default > 6 * 27_000  # six 108 MB blocks of fresh 4 kB pages
     assert kept < default / 3  # at most a block or two where the heap had not settled yet (seen: 0 or 1 block)
