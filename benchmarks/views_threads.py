@@ -34,15 +34,18 @@ def generate(config, dataset, histories, threads):
 
 def main():
     options = parse_options(sys.argv[1:], {"dtype": "float32"})
+    if options["dtype"] not in ("float32", "bfloat16"):
+        raise SystemExit(f"error: --dtype must be float32 or bfloat16, got {options['dtype']!r}")
     llm_views.threads_on_free_cores = lambda logger=None: contextlib.nullcontext()  # keep the count set below
     config = build_config("LUMOS", "ml-100k", config_dict={"llm_dtype": options["dtype"]})
     train, _, _ = data_preparation(config, create_dataset(config))
     histories = train._dataset.client_histories()
     clients = sorted(histories)[:64]
-    one_thread = generate(config, train._dataset, {user: histories[user] for user in clients}, threads=1)
-    two_threads = generate(config, train._dataset, {user: histories[user] for user in clients}, threads=2)
-    interleaved = [user for pair in zip(clients[:32], clients[32:]) for user in pair]
-    other_mates = generate(config, train._dataset, {user: histories[user] for user in interleaved}, threads=2)
+    in_order = {user: histories[user] for user in clients}
+    interleaved = {user: histories[user] for pair in zip(clients[:32], clients[32:]) for user in pair}
+    one_thread = generate(config, train._dataset, in_order, threads=1)
+    two_threads = generate(config, train._dataset, in_order, threads=2)
+    other_mates = generate(config, train._dataset, interleaved, threads=2)
     same_threads = sum(one_thread[user] == two_threads[user] for user in clients)
     same_mates = sum(two_threads[user] == other_mates[user] for user in clients)
     print(f"{options['dtype']}: clients with identical views at 1 and 2 threads: {same_threads} of {len(clients)}; "
