@@ -328,3 +328,35 @@ def test_a_rebuild_keeps_the_notes_including_one_written_below_the_end_marker(tm
     md.write_text(f"# old table\n\n{NOTES_START}\n- only note\n{NOTES_END}\n")
     assert kept_notes(str(md)) == "- only note"
     assert kept_notes(str(tmp_path / "absent.md")) == "(none yet)"
+
+
+def test_every_model_family_lists_the_same_test_users_in_the_same_order(tmp_path):
+    """The paired tests pair one run's i-th test user with another's i-th (significance.py): RecBole's datasets and
+    the plugin's must list the same (user, target) rows in the same order, also where that order is not the ids'."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_lumos.quick_start import build_config
+    from tests.conftest import write_tiny_dataset
+
+    root = write_tiny_dataset(str(tmp_path), name="interleaved")
+    path = os.path.join(root, "interleaved", "interleaved.inter")
+    with open(path) as f:
+        header, *lines = f.read().splitlines()
+    with open(path, "w") as f:  # users' events interleave in time (each user's own order kept)
+        f.write(header + "\n")
+        for line in lines:
+            user, item, rating, stamp = line.split("\t")
+            f.write(f"{user}\t{item}\t{rating}\t{int(float(stamp)) % 1000 * 1000 + (37 * int(user)) % 1000}\n")
+    orders = {}
+    for model in ("SASRec", "GRU4Rec", "BERT4Rec", "FedSASRec", "LUMOS"):
+        config = build_config(model, "interleaved", config_dict=tiny_settings(root))
+        init_seed(config["seed"], config["reproducibility"])
+        _, _, test_data = data_preparation(config, create_dataset(config))
+        rows = [batch[0] for batch in test_data]
+        orders[model] = [np.concatenate([r[config[field]].numpy() for r in rows])
+                         for field in ("USER_ID_FIELD", "ITEM_ID_FIELD")]
+    users, targets = orders["SASRec"]
+    assert len(users) == 25 and np.any(np.diff(users) < 0)  # every user, in an order that is not the ids'
+    for model, (model_users, model_targets) in orders.items():
+        assert np.array_equal(model_users, users) and np.array_equal(model_targets, targets), model
