@@ -360,3 +360,33 @@ def test_every_model_family_lists_the_same_test_users_in_the_same_order(tmp_path
     assert len(users) == 25 and np.any(np.diff(users) < 0)  # every user, in an order that is not the ids'
     for model, (model_users, model_targets) in orders.items():
         assert np.array_equal(model_users, users) and np.array_equal(model_targets, targets), model
+
+
+def test_by_history_length_splits_the_users_and_repeats_the_tables_test_over_all(tmp_path, monkeypatch):
+    """benchmarks/by_history_length.py: groups partition the test users without splitting a length, and its 'all'
+    row is the benchmark table's own comparison cell."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from recbole_lumos.benchmark import comparison_cell
+    from recbole_lumos.record import per_user_path, write_per_user
+    from tests.conftest import write_tiny_dataset
+
+    monkeypatch.chdir(tmp_path)
+    write_tiny_dataset(str(tmp_path / "dataset"))
+    rng = np.random.default_rng(3)
+    values = {(run, seed): {"ndcg@20": rng.random(25), "hit@20": rng.integers(0, 2, 25).astype(float)}
+              for run in ("R", "B") for seed in (1, 2)}
+    write_per_user(per_user_path(str(tmp_path), "tiny"), values)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "by_history_length.py"
+    out = subprocess.run([sys.executable, str(script), "--dataset=tiny", f"--record_dir={tmp_path}", "--reference=R",
+                          "--runs=B", "--groups=3"], check=True, capture_output=True, text=True).stdout
+    ndcg_rows = out.split("## HR@20")[0].splitlines()
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in ndcg_rows if line.startswith("| ")][1:]
+    groups, (everyone,) = rows[:-1], rows[-1:]
+    assert everyone[:2] == ["all", "25"] and sum(int(g[1]) for g in groups) == 25 and len(groups) >= 2
+    spans = [[int(x) for x in g[0].split("-")] for g in groups]
+    assert all(earlier[-1] < later[0] for earlier, later in zip(spans, spans[1:]))  # no length in two groups
+    mine, theirs = [values["R", s]["ndcg@20"] for s in (1, 2)], [values["B", s]["ndcg@20"] for s in (1, 2)]
+    assert everyone[3] == comparison_cell(mine, theirs)
