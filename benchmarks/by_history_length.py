@@ -36,10 +36,10 @@ def history_lengths(dataset):
     """Each test user's number of training items, in the test loader's order (the per-user values' order)."""
     config = build_config("SASRec", dataset, config_dict={"show_progress": False, "state": "ERROR"})
     init_seed(config["seed"], config["reproducibility"])
-    data = create_dataset(config)
+    data, uid = create_dataset(config), config["USER_ID_FIELD"]
+    # counted before data_preparation: a sequential dataset's build replaces inter_feat with its (prefix, target) rows
+    interactions = collections.Counter(np.asarray(data.inter_feat[uid]).tolist())
     _, _, test_data = data_preparation(config, data)
-    uid = config["USER_ID_FIELD"]
-    interactions = collections.Counter(data.inter_feat[uid].numpy().tolist())
     users = np.concatenate([batch[0][uid].numpy() for batch in test_data])
     return np.array([interactions[u] - 2 for u in users])  # less the validation and the test item
 

@@ -1,4 +1,5 @@
 """--benchmark: every (run, seed) in its own process, a table of mean ± std, error rows, resume."""
+import collections
 import csv
 import glob
 import json
@@ -390,3 +391,20 @@ def test_by_history_length_splits_the_users_and_repeats_the_tables_test_over_all
     assert all(earlier[-1] < later[0] for earlier, later in zip(spans, spans[1:]))  # no length in two groups
     mine, theirs = [values["R", s]["ndcg@20"] for s in (1, 2)], [values["B", s]["ndcg@20"] for s in (1, 2)]
     assert everyone[3] == comparison_cell(mine, theirs)
+    # each group's cell pairs the users whose training items (their lines in the .inter file, less 2) fall in it,
+    # in the test loader's order
+    from recbole.data import create_dataset, data_preparation
+
+    from recbole_lumos.quick_start import build_config
+
+    config = build_config("SASRec", "tiny", config_dict={"show_progress": False})
+    dataset = create_dataset(config)
+    _, _, test_data = data_preparation(config, dataset)
+    ids = np.concatenate([batch[0][config["USER_ID_FIELD"]].numpy() for batch in test_data])
+    lines = (tmp_path / "dataset" / "tiny" / "tiny.inter").read_text().splitlines()[1:]
+    per_token = collections.Counter(line.split("\t")[0] for line in lines)
+    lengths = np.array([per_token[token] - 2 for token in dataset.id2token(config["USER_ID_FIELD"], ids)])
+    for group, (low, *high) in zip(groups, spans):
+        mask = (lengths >= low) & (lengths <= (high or [low])[0])
+        assert int(group[1]) == mask.sum()
+        assert group[3] == comparison_cell([m[mask] for m in mine], [t[mask] for t in theirs])
