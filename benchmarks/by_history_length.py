@@ -62,6 +62,8 @@ def main(argv):
         "dataset": "amazon-office", "record_dir": "docs/benchmarks/head-to-head-fair", "reference": "LUMOS-llm",
         "runs": "FedSASRec,FedCL4SRec,SASRec,CL4SRec,LUMOS-embedding,LUMOS-no-views", "groups": "4", "output": ""})
     dataset, reference = options["dataset"], options["reference"]
+    if not options["groups"].isdigit() or int(options["groups"]) < 1:
+        raise SystemExit(f"error: --groups must be a whole number of at least 1, not {options['groups']!r}")
     _, _, per_user = read_record(options["record_dir"], dataset)
     if not per_user:
         raise SystemExit(f"error: no per-user values in {options['record_dir']}/{dataset}-per-user.npz")
