@@ -27,7 +27,7 @@ from recbole.utils import init_seed  # noqa: E402
 from recbole_lumos.benchmark import comparison_cell  # noqa: E402
 from recbole_lumos.quick_start import build_config  # noqa: E402
 from recbole_lumos.record import read_record  # noqa: E402
-from script_options import parse_options  # noqa: E402  (benchmarks/)
+from script_options import parse_options, print_report  # noqa: E402  (benchmarks/)
 
 METRICS = {"ndcg@20": "NDCG@20", "hit@20": "HR@20"}
 
@@ -98,10 +98,7 @@ def main(argv):
             lines.append(f"| {label} | {mask.sum()} | {mean:.4f} | " + " | ".join(cells) + " |")
         lines.append("")
     text = "\n".join(lines)
-    print(text)
-    if options["output"]:
-        with open(options["output"], "w", encoding="utf-8") as f:
-            f.write(text)
+    print_report(text, options["output"])
 
 
 if __name__ == "__main__":

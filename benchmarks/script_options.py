@@ -1,4 +1,5 @@
-"""--key=value options of the benchmark scripts: the defaults dict names every option; anything else is an error."""
+"""--key=value options of the benchmark scripts (the defaults dict names every option; anything else is an error), and
+the printed report that ``--output`` also writes to a file."""
 import sys
 
 
@@ -18,3 +19,11 @@ def parse_options(argv, defaults):
             raise SystemExit(f"error: unknown option --{key}: use {', '.join('--' + k for k in options)}")
         options[key] = value
     return options
+
+
+def print_report(text, output):
+    """Print a script's markdown report, and write it to ``output`` too unless that is empty."""
+    print(text)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)

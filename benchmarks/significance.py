@@ -33,7 +33,7 @@ from recbole.utils import get_trainer  # noqa: E402
 from recbole_lumos.benchmark import result_file  # noqa: E402
 from recbole_lumos.significance import (PER_USER_METRICS, evaluate_per_user, load_per_user,  # noqa: E402
                                        paired_comparison, save_per_user, seed_comparison)
-from script_options import parse_options  # noqa: E402  (benchmarks/)
+from script_options import parse_options, print_report  # noqa: E402  (benchmarks/)
 
 def per_user_test(seed_folder):
     """{metric: [users]} of the run's best model on the test users: written by the run, or (runs from before
@@ -110,10 +110,7 @@ def main(argv):
             lines.append(f"| {run} | {len(seeds)} | {pairs} | {metric.upper().replace('HIT', 'HR')} | {a.mean():.4f} | "
                          f"{b.mean():.4f} | {difference:+.1%} | {p_users} | {p_seeds} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if options["output"]:
-        with open(options["output"], "w", encoding="utf-8") as f:
-            f.write(text)
+    print_report(text, options["output"])
 
 
 if __name__ == "__main__":
