@@ -76,6 +76,7 @@ RULES = {
     "tri_extra_negatives": at_least(0),
     "tri_head": choice("private", "shared", "identity"),
     "tri_anchor": choice("history", "prefix", "aligned_prefix"),
+    "tri_anchor_gradient": FLAG,
     "future_weight": at_least(0, float),
     "views": choice(*VIEW_KINDS),
     # federation

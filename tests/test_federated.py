@@ -512,3 +512,19 @@ def test_early_stopping_follows_the_smoothed_validation_curve(tiny_data, in_tmp,
     assert trainer.best_valid_result["evaluation"] == best_eval
     assert trainer.rounds_run == evals_run  # eval_step 1: one evaluation a round
     assert trainer.best_valid_score == pytest.approx(np.mean(scores[max(0, best_eval - smoothing):best_eval]))
+
+
+@pytest.mark.parametrize("anchor_gradient", [True, False])
+def test_tri_anchor_gradient_false_keeps_l_tri_off_the_anchors_items(tiny_data, in_tmp, anchor_gradient):
+    """tri_anchor_gradient: False stops L_tri's gradient at the anchor's state: the embeddings of items that only
+    the anchor holds get none from L_tri, while the views' items still do."""
+    _, _, _, _, model, _ = setup_model(tiny_data, tri_anchor_gradient=anchor_gradient, hidden_dropout_prob=0.0,
+                                       attn_dropout_prob=0.0)
+    anchor = torch.tensor([[1, 2, 3, 4, 0, 0, 0, 0, 0, 0]])
+    views = torch.tensor([[[5, 6, 7, 0, 0, 0, 0, 0, 0, 0], [8, 9, 10, 11, 0, 0, 0, 0, 0, 0],
+                           [12, 13, 14, 0, 0, 0, 0, 0, 0, 0]]])
+    negatives = torch.tensor([[[20, 21, 22, 23, 0, 0, 0, 0, 0, 0]]])
+    model.tri_view_losses(anchor, views, negatives).sum().backward()
+    grad = model.item_embedding.weight.grad
+    assert grad[5:15].abs().sum() > 0
+    assert (grad[1:5].abs().sum() > 0) == anchor_gradient
