@@ -515,15 +515,20 @@ def test_early_stopping_follows_the_smoothed_validation_curve(tiny_data, in_tmp,
 
 
 @pytest.mark.parametrize("anchor_gradient", [True, False])
-def test_tri_anchor_gradient_false_keeps_l_tri_off_the_anchors_items(tiny_data, in_tmp, anchor_gradient):
-    """tri_anchor_gradient: False stops L_tri's gradient at the anchor's state: the embeddings of items that only
-    the anchor holds get none from L_tri, while the views' items still do."""
+def test_tri_anchor_gradient_false_stops_l_tri_at_the_anchor(tiny_data, in_tmp, anchor_gradient):
+    """tri_anchor_gradient: False stops L_tri's gradient at the anchor's state, in tri_view_loss_of_states, which
+    both the central objective and the federated cohort's call: the anchor's state (and the embeddings of items
+    that only the anchor holds) get none from L_tri, the views' still do."""
     _, _, _, _, model, _ = setup_model(tiny_data, tri_anchor_gradient=anchor_gradient, hidden_dropout_prob=0.0,
                                        attn_dropout_prob=0.0)
     anchor = torch.tensor([[1, 2, 3, 4, 0, 0, 0, 0, 0, 0]])
     views = torch.tensor([[[5, 6, 7, 0, 0, 0, 0, 0, 0, 0], [8, 9, 10, 11, 0, 0, 0, 0, 0, 0],
                            [12, 13, 14, 0, 0, 0, 0, 0, 0, 0]]])
     negatives = torch.tensor([[[20, 21, 22, 23, 0, 0, 0, 0, 0, 0]]])
+    states = torch.nn.functional.normalize(torch.randn(5, model.hidden_size), dim=-1).requires_grad_()
+    model.tri_view_loss_of_states(states, anchor, num_negatives=1).sum().backward()
+    assert states.grad[1:].abs().sum() > 0
+    assert (states.grad[0].abs().sum() > 0) == anchor_gradient
     model.tri_view_losses(anchor, views, negatives).sum().backward()
     grad = model.item_embedding.weight.grad
     assert grad[5:15].abs().sum() > 0
