@@ -77,6 +77,7 @@ RULES = {
     "tri_head": choice("private", "shared", "identity"),
     "tri_anchor": choice("history", "prefix", "aligned_prefix"),
     "tri_anchor_gradient": FLAG,
+    "tri_view_gradient": FLAG,
     "future_weight": at_least(0, float),
     "views": choice(*VIEW_KINDS),
     # federation
@@ -218,3 +219,6 @@ def validate(config):
                 "the tri-view loss has no negative (no counterfactual in tri_views and tri_extra_negatives=0): "
                 "its softmax would be a constant 0; add counterfactual to tri_views or set tri_extra_negatives >= 1"
             )
+        if all(key in config and config[key] is False for key in ("tri_anchor_gradient", "tri_view_gradient")):
+            raise LumosError("tri_anchor_gradient and tri_view_gradient are both False: the tri-view loss would train "
+                             "nothing; set one of them True, or tri_weight=0")

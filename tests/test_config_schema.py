@@ -33,6 +33,7 @@ def test_every_plugin_yaml_key_has_a_rule():
         ({"view_window_items": 0}, "view_window_items must be"),
         ({"tri_views": ["future"], "tri_extra_negatives": 0}, "the tri-view loss has no negative"),
         ({"tri_views": ["counterfactual"]}, "has no positive view"),
+        ({"tri_anchor_gradient": False, "tri_view_gradient": False}, "the tri-view loss would train nothing"),
     ],
 )
 def test_bad_plugin_values_are_one_line_errors(tiny_data, in_tmp, settings, message):

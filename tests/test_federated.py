@@ -514,22 +514,23 @@ def test_early_stopping_follows_the_smoothed_validation_curve(tiny_data, in_tmp,
     assert trainer.best_valid_score == pytest.approx(np.mean(scores[max(0, best_eval - smoothing):best_eval]))
 
 
-@pytest.mark.parametrize("anchor_gradient", [True, False])
-def test_tri_anchor_gradient_false_stops_l_tri_at_the_anchor(tiny_data, in_tmp, anchor_gradient):
-    """tri_anchor_gradient: False stops L_tri's gradient at the anchor's state, in tri_view_loss_of_states, which
-    both the central objective and the federated cohort's call: the anchor's state (and the embeddings of items
-    that only the anchor holds) get none from L_tri, the views' still do."""
-    _, _, _, _, model, _ = setup_model(tiny_data, tri_anchor_gradient=anchor_gradient, hidden_dropout_prob=0.0,
-                                       attn_dropout_prob=0.0)
+@pytest.mark.parametrize("anchor_gradient,view_gradient", [(True, True), (False, True), (True, False)])
+def test_tri_view_loss_stop_gradients(tiny_data, in_tmp, anchor_gradient, view_gradient):
+    """tri_anchor_gradient / tri_view_gradient: False stops L_tri's gradient at the anchor's state / at the views'
+    and negatives' states, in tri_view_loss_of_states, which both the central objective and the federated cohort's
+    call: those states (and the embeddings of items that only they hold) get none from L_tri, the others still do."""
+    _, _, _, _, model, _ = setup_model(tiny_data, tri_anchor_gradient=anchor_gradient, tri_view_gradient=view_gradient,
+                                       hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
     anchor = torch.tensor([[1, 2, 3, 4, 0, 0, 0, 0, 0, 0]])
     views = torch.tensor([[[5, 6, 7, 0, 0, 0, 0, 0, 0, 0], [8, 9, 10, 11, 0, 0, 0, 0, 0, 0],
                            [12, 13, 14, 0, 0, 0, 0, 0, 0, 0]]])
     negatives = torch.tensor([[[20, 21, 22, 23, 0, 0, 0, 0, 0, 0]]])
     states = torch.nn.functional.normalize(torch.randn(5, model.hidden_size), dim=-1).requires_grad_()
     model.tri_view_loss_of_states(states, anchor, num_negatives=1).sum().backward()
-    assert states.grad[1:].abs().sum() > 0
     assert (states.grad[0].abs().sum() > 0) == anchor_gradient
+    assert (states.grad[1:].abs().sum(-1) > 0).tolist() == [view_gradient] * 4
     model.tri_view_losses(anchor, views, negatives).sum().backward()
     grad = model.item_embedding.weight.grad
-    assert grad[5:15].abs().sum() > 0
     assert (grad[1:5].abs().sum() > 0) == anchor_gradient
+    assert (grad[5:15].abs().sum(-1) > 0).tolist() == [view_gradient] * 10
+    assert (grad[20:24].abs().sum(-1) > 0).tolist() == [view_gradient] * 4

@@ -71,7 +71,7 @@ def test_tri_view_loss_is_the_design_formula_for_every_ablation(views_used):
     N in the denominator only when the counterfactual view is used; hand-computed on unit vectors in the plane."""
     tau, angles = 0.5, [0.0, 0.3, 0.8, 2.0, 1.2, 2.8]  # h, h_F, h_P, h_N, then two extra negatives h_j
     states = torch.tensor([[math.cos(a), math.sin(a)] for a in angles])
-    model = SimpleNamespace(temperature=tau, views_used=views_used, anchor_gradient=True)
+    model = SimpleNamespace(temperature=tau, views_used=views_used, anchor_gradient=True, view_gradient=True)
     loss = LUMOS.tri_view_loss_of_states(model, states, torch.tensor([[4, 7]]), num_negatives=2)
 
     def s(i):

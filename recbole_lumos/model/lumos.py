@@ -9,7 +9,8 @@
           loss does not train the one sequence that validation reads (the whole training history) and no other;
           ``aligned_prefix`` moves the views onto that prefix too (augment/prefix_views.py, the federated side);
           with ``tri_anchor_gradient: False`` h is held fixed in L_tri (stop-gradient): L_tri moves the views'
-          states towards the query's, not the query's towards the views';
+          states towards the query's, not the query's towards the views'; ``tri_view_gradient: False`` the converse
+          (the views' and negatives' states held fixed, h alone moved);
   L_future (optional, ``future_weight``; 0 = the method as DESIGN.md defines it): next-item cross-entropy of the
           items the generator appended in F (its predicted continuation), read off F's states that L_tri encodes
           anyway: the continuation as extra training targets, where a sparse history has few of its own.
@@ -46,6 +47,7 @@ class LUMOS(SASRec):
         self.views_used = [name for name in VIEW_NAMES if name in (config["tri_views"] or [])]
         self.anchor_prefixes = config["tri_anchor"] == "prefix"
         self.anchor_gradient = config["tri_anchor_gradient"] is not False
+        self.view_gradient = config["tri_view_gradient"] is not False
         # the head the tri-view loss reads states through (tri_head: private, shared: a linear layer; identity: none)
         if config["tri_head"] == "identity":
             self.projection = nn.Identity()
@@ -102,10 +104,13 @@ class LUMOS(SASRec):
         """L_tri per anchor [U] from projected, normalised states h of ``stack_sequences``' batch.
         Anchors that are all padding (cohort padding) get 0."""
         U, D = anchor.size(0), h.size(-1)
-        h_anchor, h_views = h[:U], h[U : 4 * U].reshape(U, 3, D)
-        if not self.anchor_gradient:
+        h_anchor, h_others = h[:U], h[U:]
+        if not self.anchor_gradient:  # stop-gradients (tri_anchor_gradient, tri_view_gradient)
             h_anchor = h_anchor.detach()
-        h_neg = h[4 * U :].reshape(U, num_negatives, D)  # explicit: K may be 0 (no extra negatives)
+        if not self.view_gradient:
+            h_others = h_others.detach()
+        h_views = h_others[: 3 * U].reshape(U, 3, D)
+        h_neg = h_others[3 * U :].reshape(U, num_negatives, D)  # explicit: K may be 0 (no extra negatives)
         sim_views = (h_anchor.unsqueeze(1) * h_views).sum(-1) / self.temperature  # [U, 3]
         sim_neg = (h_anchor.unsqueeze(1) * h_neg).sum(-1) / self.temperature  # [U, K]
         rest = [sim_neg] + ([sim_views[:, 2:3]] if "counterfactual" in self.views_used else [])
