@@ -46,6 +46,7 @@ class LUMOS(SASRec):
         self.future_items = setting(config, "view_future_items")  # the most items F appends (a fixed shape for vmap)
         self.views_used = [name for name in VIEW_NAMES if name in (config["tri_views"] or [])]
         self.anchor_prefixes = config["tri_anchor"] == "prefix"
+        # stop-gradients in L_tri; "is not False": a config saved before these keys existed reads None (True)
         self.anchor_gradient = config["tri_anchor_gradient"] is not False
         self.view_gradient = config["tri_view_gradient"] is not False
         # the head the tri-view loss reads states through (tri_head: private, shared: a linear layer; identity: none)
