@@ -1,4 +1,4 @@
-"""Speed of the federated simulation on ml-100k (issue: round cost vs a centralised epoch; time to best).
+"""Speed of the federated simulation on ml-100k (round cost vs a centralised epoch; time to best).
 
     .venv/bin/python benchmarks/bench_federated.py round          # one full round vs one centralised epoch
     .venv/bin/python benchmarks/bench_federated.py convergence    # full LUMOS run vs RecBole SASRec, 10 epochs

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The ml-100k benchmark on a lent GPU machine (bare: no network), with what travels beside the repo:
+# The ml-100k benchmark on a GPU machine without network access, with what travels beside the repo:
 #   .whl/              RecBole 1.2.1 and the few pure-Python packages that machine lacks (pandas 2: see setup.py)
 #   .cache/views/      the LLM views, generated here beforehand (the LLM package is too large to travel)
 #   .cache/embeddings/ the catalogue embeddings of the embedding views (same reason)

@@ -1,5 +1,5 @@
 """Which model loses less to noisy logs: each seed's relative drop from r = 0 to r, and a paired t-test over the
-seeds between every two models' drops (issue 12's target: LUMOS degrades less than FedSASRec).
+seeds between every two models' drops (the robustness target: LUMOS degrades less than FedSASRec).
 
     python benchmarks/noise_drop.py --record_dir=docs/robustness --dataset=amazon-office --ratio=0.3 \
         --models=LUMOS-embedding,LUMOS-llm,FedSASRec,FedCL4SRec

@@ -1,4 +1,4 @@
-"""How well the views fit each user's taste, and what noisy logs do to them (issues 10 and 12).
+"""How well the views fit each user's taste, and what noisy logs do to them (docs/view-quality.md).
 
     .venv/bin/python benchmarks/view_quality.py [--dataset=ml-100k] [--views=llm,embedding] [--ratios=0,0.1,0.2,0.3]
         [--users=0] [--<any config key>=<value>, e.g. --llm_complete_titles=True]

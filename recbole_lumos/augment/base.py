@@ -44,7 +44,7 @@ class ViewShape:
 
 
 def place_views(history, future, similar, unlike, window, rng):
-    """The three views of one history, shaped so that the model reads what changed (DESIGN.md):
+    """The three views of one history, shaped so that the model reads what changed (the method's rule):
     F = history + ``future``; P = history with ``similar`` substituted at random positions among its last
     ``window`` items (the items the generator looked at, inside the window the model reads); N = history with its
     last len(``unlike``) items replaced: as long as the anchor, read at the same position, different only there."""

@@ -6,7 +6,7 @@ that one sequence (and near-copies of it), which validation rewards and test doe
 (docs/benchmarks/head-to-head-fair/ml-100k.md). Here each round every user's history is cut at a random point of
 its second half, and the items the generator chose (F's continuation, P's equivalents, N's contrary items) are
 placed on that prefix exactly as ``place_views`` placed them on the whole history: the anchor and its views are
-read at the same position and differ only where the generator changed them (DESIGN.md), and no anchor or view is
+read at the same position and differ only where the generator changed them (the method's rule), and no anchor or view is
 the validation query. Seeded by (seed, round, user), so a resumed run redraws the same prefixes.
 """
 import numpy as np

@@ -11,9 +11,10 @@
           with ``tri_anchor_gradient: False`` h is held fixed in L_tri (stop-gradient): L_tri moves the views'
           states towards the query's, not the query's towards the views'; ``tri_view_gradient: False`` the converse
           (the views' and negatives' states held fixed, h alone moved);
-  L_future (optional, ``future_weight``; 0 = the method as DESIGN.md defines it): next-item cross-entropy of the
-          items the generator appended in F (its predicted continuation), read off F's states that L_tri encodes
-          anyway: the continuation as extra training targets, where a sparse history has few of its own.
+  L_future (optional, ``future_weight``; 0 = the method as this package defines it, see the README's method
+          section): next-item cross-entropy of the items the generator appended in F (its predicted continuation),
+          read off F's states that L_tri encodes anyway: the continuation as extra training targets, where a sparse
+          history has few of its own.
 ``calculate_loss`` is this objective on a RecBole batch, so RecBole's own ``Trainer`` trains LUMOS; ``client_loss``
 is the same objective on one client's data (every position of its history), which the federated client side
 trains. The model knows nothing of clients, rounds or which parameters stay private (see ``federated/``).
