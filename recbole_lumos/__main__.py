@@ -1,4 +1,4 @@
-"""``python -m recbole_lumos --model=...``: the CLI (benchmark workers start runs this way)."""
+"""``python -m recbole_lumos -m MODEL -d DATASET ...``: the CLI (benchmark workers start runs this way)."""
 import sys
 
 from recbole_lumos.cli import main

@@ -1,6 +1,6 @@
 """Head-to-head benchmark: every run of ``properties/benchmark.yaml``, once per seed, each in its own process.
 
-    python run_lumos.py --benchmark --dataset=ml-100k [--runs=SASRec,LUMOS-llm] [--seeds=[2020]] [--workers=4]
+    python run_lumos.py --benchmark --dataset=ml-100k [--runs=SASRec,LUMOS-llm] [--seeds=2020,2021] [--workers=4]
     python run_lumos.py --benchmark --dataset=ml-100k --report_only=True   # only rebuild the outputs
     python run_lumos.py --benchmark --dataset=ml-100k --benchmark_file=robustness --output_dir=docs/robustness
 
@@ -14,7 +14,8 @@ A rerun skips the runs already finished with the same config (an interrupted ben
 failed ones, and a failed run leaves its error for the table. Any other ``--key=value`` applies to every run.
 ``--tuned_dir=results/tune`` gives each run its model's best settings from ``--tune`` (under the run's own), so
 that every model of the head-to-head runs with the result of the same search budget; the table says which.
-Outputs, rebuilt from the result files each time: ``<output_dir>/<dataset>.md`` (mean ± std over seeds),
+Outputs, rebuilt from the result files each time, in ``<output_dir>`` (default ``results/benchmarks``; a committed
+report names its docs/ folder): ``<dataset>.md`` (mean ± std over seeds),
 ``<dataset>-runs.csv`` (one row per run), ``<dataset>-curves.csv``, ``<dataset>-per-user.npz`` (each run's test
 users' values, for the paired tests) and ``<dataset>.png`` (metrics, and validation NDCG@20 against wall time).
 The first three are also the record a run missing from the runs folder is read from (``recbole_lumos/record.py``):
@@ -40,6 +41,7 @@ from tqdm import tqdm
 from recbole_lumos import paths
 from recbole_lumos.augment.llm_backend import torch_threads
 from recbole_lumos.augment.settings import view_seed
+from recbole_lumos.cli import list_option
 from recbole_lumos.errors import LumosError
 from recbole_lumos.registry import plugin_models
 from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, prepare_views
@@ -50,7 +52,7 @@ CURVE_METRIC = "ndcg@20"
 # what a run measured beyond its metrics: a column wherever some run has it (DP runs, LUMOS's head diagnostics)
 EXTRA_COLUMNS = {"epsilon": "DP epsilon", "head_drift": "Head drift", "heads_trained": "Heads trained",
                  "tri_loss": "L_tri (trained head)", "tri_loss_initial_head": "L_tri (initial head)"}
-LOCATION_KEYS = {"results_dir", "checkpoint_dir"}  # where a run's files go, not what it computes
+LOCATION_KEYS = {"results_dir", "checkpoint_dir", "raw_data_path"}  # where a run reads or writes, not what it computes
 UNTUNED = "package defaults"
 NOTES_START, NOTES_END = "<!-- notes: kept when the file is rebuilt -->", "<!-- /notes -->"
 
@@ -211,14 +213,14 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     logger = getLogger()
     settings = dict(settings)
     plan_file = plan_path(settings.pop("benchmark_file", os.path.join(PROPERTIES, "benchmark.yaml")))
-    only = settings.pop("runs", None)
-    only = [n.strip() for n in only.split(",")] if isinstance(only, str) else only
+    only = [str(name) for name in list_option(settings.pop("runs", None)) or []]  # names, whatever RecBole parsed
     plan = read_plan(plan_file)
-    runs, seeds = select_runs(plan, only, settings.pop("seeds", None))
+    runs, seeds = select_runs(plan, only, list_option(settings.pop("seeds", None)))
     workers = _count(settings.pop("workers", 1), "workers")
     runs_folder = plan.get("runs_folder", "benchmark")  # a plan whose runs must not mix with the others' has its own
     runs_dir = os.path.abspath(settings.pop("runs_dir", os.path.join("results", runs_folder, dataset)))
-    output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("docs", "benchmarks")))
+    # under results/ like every other output: an installed package must not write docs/ into the user's folder
+    output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("results", "benchmarks")))
     # torch threads per run
     threads = _count(settings.pop("threads", max(1, (os.cpu_count() or 1) // workers)), "threads")
     config_files = [os.path.abspath(path) for path in config_files]

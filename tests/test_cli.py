@@ -99,7 +99,13 @@ def test_bad_flags_are_one_line_and_exit_2(capsys, flags, message):
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_prints_the_usage_and_runs_nothing(capsys, in_tmp, flag):
     code, out = cli(capsys, "--model=LUMOS", flag)
-    assert code == 0 and "--benchmark" in out.out and "--tune" in out.out and not os.listdir(in_tmp)
+    assert code == 0 and not os.listdir(in_tmp)
+    assert out.out.startswith("usage: recbole-lumos [--benchmark | --tune]")
+    for mode, example in [("--benchmark", "recbole-lumos --benchmark -d"), ("--tune", "recbole-lumos --tune -m"),
+                          ("(none)", "recbole-lumos -m LUMOS -d ml-100k")]:
+        assert f"  {mode}  " in out.out and example in out.out
+    for option in ("-m, --model", "-d, --dataset", "--config_files", "--key=value", "docs/config.md"):
+        assert option in out.out
 
 
 def _write_inter(root, name, header, rows):
@@ -124,7 +130,77 @@ def test_inter_file_without_a_loaded_column_or_rows_is_one_line(tmp_path, in_tmp
 
 def test_positional_argument_is_one_line_and_exit_2(capsys):
     code, out = cli(capsys, "LUMOS")
-    assert code == 2 and out.err == "error: unexpected argument 'LUMOS': use --key=value\n"
+    assert code == 2 and out.err == ("error: unexpected argument 'LUMOS': settings are --key=value or --key value "
+                                     "(see --help)\n")
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    """The run the command line reaches, recorded instead of trained."""
+    import recbole_lumos.quick_start as quick_start
+
+    calls = []
+
+    def run(model, dataset, config_file_list=None, config_dict=None):
+        calls.append({"model": model, "dataset": dataset, "config_files": config_file_list, **config_dict})
+        return {"model": model, "dataset": dataset, "seed": 1, "wall_time_s": 0, "best_valid_result": {},
+                "test_result": {}, "result_file": "none"}
+
+    monkeypatch.setattr(quick_start, "run", run)
+    return calls
+
+
+@pytest.mark.parametrize("args", [["-m", "LUMOS", "-d", "ml-100k"], ["-m=LUMOS", "-d=ml-100k"],
+                                  ["--model", "LUMOS", "--dataset", "ml-100k"], ["--model=LUMOS", "--dataset=ml-100k"],
+                                  ["--model", "LUMOS"]])
+def test_model_and_dataset_options_in_recboles_forms_reach_the_run(capsys, fake_run, args):
+    code, out = cli(capsys, *args)
+    assert code == 0, out.err
+    assert [(c["model"], c["dataset"]) for c in fake_run] == [("LUMOS", "ml-100k")]
+
+
+def test_key_value_and_key_space_value_set_the_same_config(capsys, fake_run):
+    assert cli(capsys, "--epochs=3", "--learning_rate=-1e-3", "--config_files=a.yaml b.yaml")[0] == 0
+    assert cli(capsys, "--epochs", "3", "--learning_rate", "-1e-3", "--config_files", "a.yaml b.yaml")[0] == 0
+    assert fake_run[0] == fake_run[1]
+    assert fake_run[0]["epochs"] == 3 and fake_run[0]["learning_rate"] == -1e-3  # RecBole's str -> value parsing
+    assert fake_run[0]["config_files"] == ["a.yaml", "b.yaml"]  # space separated, as in RecBole
+
+
+@pytest.mark.parametrize("args,message", [(["--epochs", "--benchmark"], "unknown flag(s) --epochs"),
+                                          (["--tune", "LUMOS"], "unexpected argument 'LUMOS'"),
+                                          (["-m"], "-m needs a value"),
+                                          (["-x", "1"], "unexpected argument '-x'")])
+def test_a_key_without_its_value_is_one_error_line(capsys, fake_run, args, message):
+    code, out = cli(capsys, *args)
+    assert code == 2 and out.err.startswith("error: ") and out.err.count("\n") == 1 and message in out.err
+    assert not fake_run
+
+
+@pytest.mark.parametrize("value,expected", [("A,B", ["A", "B"]), ("[A,B]", ["A", "B"]), ("['A','B']", ["A", "B"]),
+                                            ("[A, B]", ["A", "B"]), ("A", ["A"]), ("2020,2021", [2020, 2021]),
+                                            ("[2020,2021]", [2020, 2021]), ("2020", [2020])])
+def test_every_list_syntax_gives_the_same_list(value, expected):
+    from recbole_lumos.cli import convert_values, list_option
+
+    assert list_option(convert_values({"runs": value})["runs"]) == expected
+
+
+@pytest.mark.parametrize("value", ["future,counterfactual", "[future,counterfactual]", "['future','counterfactual']"])
+def test_a_list_key_takes_the_comma_form_too(capsys, fake_run, value):
+    assert cli(capsys, f"--tri_views={value}", "--topk=10,20", "--metrics=[Hit,NDCG]", "--views=llm,x")[0] == 0
+    assert fake_run[0]["tri_views"] == ["future", "counterfactual"] and fake_run[0]["topk"] == [10, 20]
+    assert fake_run[0]["metrics"] == ["Hit", "NDCG"]  # brackets make a list of any key
+    assert fake_run[0]["views"] == "llm,x"  # a text key keeps its comma: it is no list
+
+
+@pytest.mark.parametrize("runs", [["--runs=SASRec,NoSuchRun"], ["--runs=[SASRec,NoSuchRun]"],
+                                  ["--runs=['SASRec','NoSuchRun']"], ["--runs", "SASRec,NoSuchRun"]])
+def test_benchmark_runs_take_every_list_syntax(in_tmp, capsys, runs):
+    (in_tmp / "plan.yaml").write_text("seeds: [1]\nruns:\n  SASRec: {model: SASRec}\n")
+    code, out = cli(capsys, "--benchmark", "--benchmark_file=plan.yaml", *runs)
+    assert code == 2 and out.err.startswith("error: Unknown benchmark run(s) NoSuchRun: choose among SASRec"), out.err
+    assert os.listdir(in_tmp) == ["plan.yaml"]  # refused before any run or report
 
 
 def test_recbole_model_divergence_is_one_line(tiny_data, in_tmp, capsys):
