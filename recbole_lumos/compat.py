@@ -1,4 +1,4 @@
-"""RecBole 1.2.1 on numpy 2, torch >= 2.6, pandas 2 and a current Ray (see ../shared/STACK.md).
+"""RecBole 1.2.1 on numpy 2, torch >= 2.6, pandas 2 and a current Ray.
 
 ``apply()`` runs when ``recbole_lumos`` is imported, so every process that imports the package (the CLI, tests,
 Ray Tune workers) is patched before RecBole builds its first ``Config``. It is idempotent.
@@ -12,8 +12,9 @@ Ray Tune workers) is patched before RecBole builds its first ``Config``. It is i
      setup.py pins ``pandas<3``; ``apply()`` refuses to run on pandas 3 with a one-line error.
   5. ``recbole.model.sequential_recommender.sine`` switches autograd anomaly mode on at import (25-30 % slower
      training): import it now, then switch it off again.
-  6. RecBole pins ``ray<=2.6.3``: the install step installs RecBole with ``--no-deps`` beside a current Ray
-     (see README); RecBole's own ``hyper_tuning`` is not used.
+  6. RecBole's metadata pins ``ray<=2.6.3``, which pip installs with it and which cannot import on numpy 2 and
+     setuptools >= 81. Nothing runs Ray until ``--tune`` or ``llm_workers``, which call ``require_ray()`` first:
+     one line says how to install a current Ray. RecBole's own ``hyper_tuning`` is not used.
   7. ``recbole.utils.ensure_dir`` checks, then creates: two runs starting together (benchmark workers, Tune
      trials) race on ``log/<Model>`` and one dies with FileExistsError. Replace it with ``makedirs(exist_ok=True)``
      in every module that imported it.
@@ -29,6 +30,22 @@ import torch
 from recbole_lumos.errors import LumosError
 
 _applied = False
+MIN_RAY = (2, 40)
+
+
+def require_ray(purpose):
+    """Ray, new enough for ``purpose`` (the pinned 2.6.3 that pip installs with RecBole fails on import)."""
+    try:
+        import ray
+
+        found = ray.__version__
+        recent = tuple(int(part) for part in found.split(".")[:2]) >= MIN_RAY
+    except Exception as e:  # noqa: BLE001  (2.6.3: pkg_resources missing, np.bool8 removed)
+        found, recent = f"one that fails on import: {type(e).__name__}", False
+    if not recent:
+        raise LumosError(f"{purpose} needs Ray >= {'.'.join(map(str, MIN_RAY))} (found {found}): "
+                         f"pip install \"ray[tune]>={'.'.join(map(str, MIN_RAY))}\" (pip then warns that recbole "
+                         "1.2.1 asks for ray<=2.6.3: that pin is stale, and the warning is expected)")
 
 
 def _restore_numpy_aliases():

@@ -145,6 +145,7 @@ RULES = {
     "views_cache_dir": OPTIONAL_TEXT,
     # overall.yaml
     "results_dir": OPTIONAL_TEXT,
+    "raw_data_path": OPTIONAL_TEXT,
     "encoding": TEXT,
 }
 

@@ -122,7 +122,8 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     data_path = (config_dict.get("data_path") or user_file_settings.get("data_path")
                  or os.path.join(os.getcwd(), "dataset"))
     config_dict["data_path"] = os.path.abspath(data_path)
-    ensure_dataset(dataset, config_dict["data_path"], show_progress=True)
+    raw_data_path = config_dict.get("raw_data_path") or user_file_settings.get("raw_data_path")
+    ensure_dataset(dataset, config_dict["data_path"], show_progress=True, raw_data_path=raw_data_path)
 
     try:
         with _argv_hidden():

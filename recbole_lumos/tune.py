@@ -23,6 +23,7 @@ import yaml
 
 from recbole_lumos import paths, registry
 from recbole_lumos.allocator import MALLOC_ENV
+from recbole_lumos.compat import require_ray
 from recbole_lumos.errors import LumosError
 from recbole_lumos.quick_start import PROPERTIES, REPORTED_METRICS, build_config, prepare_views
 
@@ -97,6 +98,7 @@ def trainable(trial_config, model, dataset, config_files, fixed, search_dir, eva
 
 def tune(model, dataset, config_files, settings):
     """Run the search; writes trials.csv / trials.md / best.yaml and returns the best trial's config."""
+    require_ray("--tune")
     import ray
     from ray import tune as ray_tune
     from ray.tune.schedulers import ASHAScheduler

@@ -139,3 +139,26 @@ def test_1_metrics_work_in_a_process_that_never_built_a_config():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-500:]
     assert float(out.stdout.strip()) == 1.0
+
+
+@pytest.mark.parametrize("version, ok", [("2.6.3", False), ("2.39.0", False), ("2.40.0", True), ("3.1.0", True)])
+def test_ray_features_say_in_one_line_how_to_get_a_current_ray(monkeypatch, version, ok):
+    """RecBole pins ray<=2.6.3, which pip installs with it: --tune names the fix instead of failing deep in Ray."""
+    import types
+
+    from recbole_lumos.compat import require_ray
+
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(__version__=version))
+    if ok:
+        require_ray("--tune")
+    else:
+        with pytest.raises(LumosError, match=rf"--tune needs Ray >= 2\.40 \(found {version}\): pip install"):
+            require_ray("--tune")
+
+
+def test_a_ray_that_fails_on_import_is_named_as_such(monkeypatch):
+    from recbole_lumos.compat import require_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray then raises ImportError, as 2.6.3 does on numpy 2
+    with pytest.raises(LumosError, match="found one that fails on import: ModuleNotFoundError"):
+        require_ray("--tune")

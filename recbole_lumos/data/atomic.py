@@ -7,15 +7,9 @@ from recbole_lumos.data.movielens import prepare_ml1m
 from recbole_lumos.data.sequence_format import convert_sequence_file
 from recbole_lumos.data.staging import staged_output  # noqa: F401  (re-exported: converters write through it)
 from recbole_lumos.errors import LumosError
-from recbole_lumos.paths import IMPORT_ROOT
 
 FIELD_TYPES = {"token", "token_seq", "float", "float_seq"}
 BUILT_IN = ("ml-100k", "ml-1m")
-# Source files of a dataset are looked for in <data_path>/<name>/, then in <RAW_DATA_PATH>/<name>/: the shared
-# folder beside the checkout (../shared/datasets), where amazon-office and amazon-beauty-text lie on these machines.
-RAW_DATA_PATH = str(IMPORT_ROOT.parent / "shared" / "datasets")
-
-
 def _parse_header(path, header):
     fields, names = header.split("\t"), []
     for field in fields:
@@ -73,8 +67,10 @@ def validate_atomic_files(data_path, name):
             _validate_file(path)
 
 
-def ensure_dataset(name, data_path, show_progress=True, raw_data_path=RAW_DATA_PATH):
-    """Make data_path/name ready for RecBole: download/convert what we know how to, then validate."""
+def ensure_dataset(name, data_path, show_progress=True, raw_data_path=None):
+    """Make data_path/name ready for RecBole: download/convert what we know how to, then validate. Source files are
+    looked for in data_path/name, then in raw_data_path/name (the ``raw_data_path`` setting: a folder holding
+    source datasets, e.g. a shared read-only copy; the converted files always go to data_path/name)."""
     folder = os.path.join(data_path, name)
     if name == "ml-100k" and not os.path.isdir(folder):
         return  # RecBole falls back to the copy in its wheel
