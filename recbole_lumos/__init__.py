@@ -11,4 +11,6 @@ from recbole_lumos import registry  # noqa: E402  (after the patches)
 
 registry.install()
 
-__version__ = "0.1.0"
+from recbole_lumos.registry import federate, register_model  # noqa: E402,F401  (the public API of extending)
+
+__version__ = "0.2.0"

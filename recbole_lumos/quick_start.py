@@ -33,10 +33,19 @@ SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "a
 def default_config_files(model_name, dataset_name):
     """The plugin's yaml files that apply to this model and dataset, lowest precedence first."""
     names = ["overall.yaml", f"model/{model_name}.yaml", f"dataset/{dataset_name}.yaml"]
-    if model_name in registry.plugin_models():  # the LUMOS family shares one base file
+    model_class = registry.plugin_models().get(model_name)
+    base = getattr(model_class, "federated_from", None)
+    if base is not None:  # federate()'s models: FedSASRec's settings, then the model's own RecBole yaml over them
+        names[1:1] = ["augment.yaml", "model/LUMOS.yaml", "model/FedSASRec.yaml", recbole_model_yaml(base.__name__)]
+    elif model_class is not None:  # the LUMOS family shares one base file
         names[1:1] = ["augment.yaml", "model/LUMOS.yaml"] if model_name != "LUMOS" else ["augment.yaml"]
-    paths = [os.path.join(PROPERTIES, name) for name in names]
+    paths = [os.path.join(PROPERTIES, name) for name in names]  # (an absolute name stays as it is)
     return [path for path in paths if os.path.isfile(path)]
+
+
+def recbole_model_yaml(model_name):
+    """RecBole's own defaults of a model (RecBole reads them by the class name: none for the plugin's models)."""
+    return os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{model_name}.yaml")
 
 
 def _load_yaml(path):
@@ -107,8 +116,8 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     for path in user_files:
         if not os.path.isfile(path):
             raise LumosError(f"Config file {path} does not exist: check the --config_files path")
-    recbole_model_yaml = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{model}.yaml")
-    defaults = _load_yaml(recbole_model_yaml) if os.path.isfile(recbole_model_yaml) else {}
+    recbole_defaults = recbole_model_yaml(model)
+    defaults = _load_yaml(recbole_defaults) if os.path.isfile(recbole_defaults) else {}
     for path in default_config_files(model, dataset):
         defaults.update(_load_yaml(path))
     user_file_settings = {}

@@ -130,8 +130,11 @@ def tune(model, dataset, config_files, settings):
         print(f"views ready for every trial: {views.get('views')}")
 
     temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must stay under 107 bytes
+    # trials run in their own folders: the package, the folder the search started in (a user's LUMOS_MODULES)
+    python_path = os.pathsep.join(filter(None, [str(paths.IMPORT_ROOT), os.getcwd(), os.environ.get("PYTHONPATH")]))
+    user_modules = {"LUMOS_MODULES": os.environ["LUMOS_MODULES"]} if os.environ.get("LUMOS_MODULES") else {}
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
-             runtime_env={"env_vars": {"PYTHONPATH": str(paths.IMPORT_ROOT), **MALLOC_ENV}})  # trials train in a thread
+             runtime_env={"env_vars": {"PYTHONPATH": python_path, **user_modules, **MALLOC_ENV}})
     try:
         resources = {"cpu": search["cpus_per_trial"], "gpu": search["gpus_per_trial"]}
         name = f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from recbole.utils import set_color
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.utils._pytree import tree_leaves, tree_map
 
 from recbole_lumos.augment import create_view_builder
 from recbole_lumos.augment.prefix_views import AlignedPrefixViews
@@ -107,6 +108,19 @@ def cohort_objective(model, batch, heads, client_weight):
     return objective, rec_mean, tri.detach().mean()
 
 
+def looped(fn, in_dims, randomness=None):
+    """vmap's contract by a plain loop over the clients (dim 0), for a model whose ``client_loss`` vmap cannot batch
+    (``model.vmap_clients`` False: ``model/federate.py``). Exact; one pass per client."""
+
+    def mapped(*args):
+        count = next(leaf.size(0) for arg, dim in zip(args, in_dims) if dim == 0 for leaf in tree_leaves(arg))
+        outputs = [fn(*(tree_map(lambda x: x[i], arg) if dim == 0 else arg for arg, dim in zip(args, in_dims)))
+                   for i in range(count)]
+        return tree_map(lambda *values: torch.stack(values), *outputs)
+
+    return mapped
+
+
 class CohortTrainer:
     """Local training of a cohort of clients at once (the math; ``Clients`` feeds it)."""
 
@@ -121,8 +135,10 @@ class CohortTrainer:
 
         # Step 1 starts every client from the same shared parameters: keep them unbatched (in_dims None), so the
         # forward pass runs as one batch; the gradients still come out per client.
-        self.first_grad = vmap(grad(loss, argnums=(0, 1), has_aux=True), in_dims=(None, 0, 0), randomness="different")
-        self.next_grad = vmap(grad(loss, argnums=(0, 1), has_aux=True), in_dims=(0, 0, 0), randomness="different")
+        per_client = vmap if getattr(model, "vmap_clients", True) else looped
+        self.first_grad = per_client(grad(loss, argnums=(0, 1), has_aux=True), in_dims=(None, 0, 0),
+                                     randomness="different")
+        self.next_grad = per_client(grad(loss, argnums=(0, 1), has_aux=True), in_dims=(0, 0, 0), randomness="different")
 
     @property
     def can_sum(self):
