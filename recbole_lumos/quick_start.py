@@ -99,7 +99,7 @@ def _check_settings(config):
             f"valid_metric {config['valid_metric']} is not among metrics {config['metrics']} at topk {topk}: "
             "add it to metrics/topk or choose another valid_metric"
         )
-    for key in ("epochs", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH"):
+    for key in ("epochs", "eval_step", "train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH"):
         if config[key] is not None and config[key] < 1:
             raise LumosError(f"{key} must be at least 1, got {config[key]}")
     if config["learning_rate"] is not None and config["learning_rate"] <= 0:

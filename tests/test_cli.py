@@ -65,6 +65,7 @@ def test_unknown_model_lists_what_exists(capsys):
         (["--config_files=/no/such.yaml"], "does not exist"),
         (["--views=telepathy", "--epochs=1"], "views must be one of llm, embedding, random"),
         (["--client_fraction=2.0"], "client_fraction"),
+        (["--eval_step=0"], "eval_step must be at least 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tiny_data, in_tmp, capsys, args, message):
