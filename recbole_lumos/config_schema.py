@@ -208,7 +208,14 @@ def validate(config):
     if "future_weight" in config and (config["future_weight"] or 0) > 0 and config["views"] == "random":
         raise LumosError(f"future_weight {config['future_weight']} > 0 reads the items a generator appends to F, and "
                          "random views append none: use views llm or embedding, or set future_weight=0")
-    if "tri_weight" in config and config["tri_weight"] > 0:
+    if "tri_weight" in config:
+        check_tri_view_loss(config)
+
+
+def check_tri_view_loss(config):
+    """A tri-view loss that would be a constant (no positive view, no negative) or train nothing is an error:
+    checked for every run, and by ``LUMOS`` itself for a model built outside the command line."""
+    if config["tri_weight"] > 0:
         views = config["tri_views"] or []
         if not {"future", "rephrase"} & set(views):
             raise LumosError(

@@ -142,3 +142,18 @@ def test_central_training_adds_the_future_loss_as_a_third_part(tiny_data, in_tmp
     assert len(parts) == 3 and parts[2] > 0
     users = interaction["user_id"]
     assert (model.future_count[users] > 0).all()  # every batch user's F continues its history
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"tri_views": ["future", "rephrase"], "tri_extra_negatives": 0}, "the tri-view loss has no negative"),
+    ({"tri_views": ["counterfactual"]}, "has no positive view"),
+])
+def test_a_model_built_outside_the_command_line_refuses_a_constant_tri_view_loss(tiny_data, in_tmp, change, message):
+    """The CLI's config check is not the only guard: LUMOS itself refuses a tri-view loss that could not train."""
+    from recbole_lumos.errors import LumosError
+
+    config, train, *_ = setup_model(tiny_data, tri_weight=0.5)
+    for key, value in change.items():
+        config[key] = value  # after the CLI's checks, as a script building its own Config would
+    with pytest.raises(LumosError, match=message):
+        LUMOS(config, train._dataset)

@@ -39,6 +39,9 @@ def _reads_views(tri_weight, views, future_weight):
 
 class LUMOS(SASRec):
     def __init__(self, config, dataset):
+        from recbole_lumos.config_schema import check_tri_view_loss  # (the schema imports this module)
+
+        check_tri_view_loss(config)  # a model built outside the command line must not train a constant L_tri either
         super().__init__(config, dataset)
         self.tri_weight = config["tri_weight"]
         self.temperature = config["tri_temperature"]
