@@ -21,13 +21,19 @@ users' values, for the paired tests) and ``<dataset>.png`` (metrics, and validat
 The first three are also the record a run missing from the runs folder is read from (``recbole_lumos/record.py``):
 a fresh clone extends a committed report without rerunning its rows. The runs CSV keeps each run's
 ``settings_digest``, so a recorded run is skipped only if the plan still gives it the same settings (rows
-recorded before the digest existed have none and run again).
+recorded before the digest existed have none and run again), and the report names the finished rows whose settings
+differ from what the plan gives them now. A result is reported only under a run of its own model, and a result of a
+model whose name has come to name other code (``REDEFINED_MODELS``) only if written since. A run's result file
+names the view set it trained on; the report names the rows compared with the reference that read another view set
+of the same kind, and those whose view set is unknown. A run's ``by_dataset: {dataset: settings}`` applies on that
+dataset only (e.g. SASRecF's item columns).
 """
 import csv
 import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -54,6 +60,10 @@ EXTRA_COLUMNS = {"epsilon": "DP epsilon", "head_drift": "Head drift", "heads_tra
                  "tri_loss": "L_tri (trained head)", "tri_loss_initial_head": "L_tri (initial head)"}
 LOCATION_KEYS = {"results_dir", "checkpoint_dir", "raw_data_path"}  # where a run reads or writes, not what it computes
 UNTUNED = "package defaults"
+# Names that now name other code than the runs once recorded under them (CL4SRec and FedCL4SRec were LUMOS with
+# random views, now LUMOS-random-central and LUMOS-random): a result of such a model written before the time given
+# (its result file's name carries it) came from the former code, and is neither reported nor skipped as finished
+REDEFINED_MODELS = {"CL4SRec": "20261208-000000", "FedCL4SRec": "20261208-000000"}
 NOTES_START, NOTES_END = "<!-- notes: kept when the file is rebuilt -->", "<!-- /notes -->"
 
 
@@ -82,14 +92,19 @@ def read_plan(path, _read_by=None):
     runs = plan.get("runs") or {}
     if not isinstance(runs, dict) or any(not isinstance(s, dict) or "model" not in s for s in runs.values()):
         raise LumosError(f"{path}: 'runs' must map each run name to settings with a 'model' key")
+    for name, s in runs.items():
+        by_dataset = s.get("by_dataset", {})
+        if not isinstance(by_dataset, dict) or any(not isinstance(v, dict) for v in by_dataset.values()):
+            raise LumosError(f"{path}: run {name}'s by_dataset must map dataset names to settings")
     if plan.get("reference") is not None and plan["reference"] not in runs:
         raise LumosError(f"{path}: reference '{plan['reference']}' is not one of its runs: {', '.join(runs)}")
     return plan
 
 
-def select_runs(plan, only=None, seeds=None):
+def select_runs(plan, only=None, seeds=None, dataset=None):
     """[(run name, model, settings)], seeds: the plan's, narrowed to ``only`` (names) and ``seeds`` if given.
-    The plan's ``settings`` apply to every run, under each run's own."""
+    The plan's ``settings`` apply to every run, under each run's own, and a run's ``by_dataset: {dataset:
+    settings}`` over those on that dataset (item columns differ between datasets)."""
     runs = plan.get("runs") or {}
     if only:
         unknown = [name for name in only if name not in runs]
@@ -101,7 +116,8 @@ def select_runs(plan, only=None, seeds=None):
     if not seeds or not all(isinstance(s, int) for s in seeds):
         raise LumosError(f"seeds must be a list of integers, got {seeds!r}")
     common = plan.get("settings") or {}
-    return [(name, s["model"], {**common, **{k: v for k, v in s.items() if k != "model"}})
+    return [(name, s["model"], {**common, **{k: v for k, v in s.items() if k not in ("model", "by_dataset")},
+                                **(s.get("by_dataset") or {}).get(dataset, {})})
             for name, s in runs.items()], seeds
 
 
@@ -126,6 +142,13 @@ def tuned_settings(tuned_dir, model, dataset):
 def result_file(folder):
     files = sorted(glob.glob(os.path.join(folder, "*", "*.json")), key=os.path.getmtime)
     return files[-1] if files else None
+
+
+def former_code(model, path):
+    """Whether a result of ``model`` (its file's path) was written by code that no longer goes by that name."""
+    since = REDEFINED_MODELS.get(model)
+    written = re.search(r"-(\d{8}-\d{6})\.json$", str(path or ""))  # <model>-seed<seed>-<YYYYmmdd-HHMMSS>.json
+    return since is not None and (written is None or written.group(1) < since)
 
 
 # ------------------------------------------------------------------------------------------------- one run
@@ -171,10 +194,11 @@ def read_config(folder):
         return yaml.safe_load(f)
 
 
-def is_finished(folder, config):
-    """Finished with the same settings (a changed setting reruns it; a runs folder may have moved machines)."""
-    done = read_config(folder)
-    if not (result_file(folder) and done is not None):
+def is_finished(folder, config, model=None):
+    """Finished with the same settings (a changed setting reruns it; a runs folder may have moved machines), by the
+    code that goes by the model's name now."""
+    done, path = read_config(folder), result_file(folder)
+    if not (path and done is not None) or former_code(model, path):
         return False
     return _without_locations(done) == _comparable(config)
 
@@ -194,9 +218,16 @@ def settings_digest(config):
     return "sha1:" + hashlib.sha1(canonical.encode()).hexdigest()[:12]  # never read back as a number
 
 
-def in_record(recorded_row, config):
-    """The committed record holds this run as finished with the same settings."""
-    return recorded_row is not None and recorded_row.get("settings_digest") == settings_digest(config)
+def in_record(recorded_row, config, model=None):
+    """The committed record holds this run as finished with the same settings, by the same model's current code."""
+    return (recorded_row is not None and recorded_row.get("settings_digest") == settings_digest(config)
+            and usable_record(recorded_row, model))
+
+
+def usable_record(recorded_row, model):
+    """A recorded row may stand for a plan's run of ``model``: the same model, not its former code."""
+    return (model is None or recorded_row.get("model") == model) and not former_code(
+        recorded_row.get("model"), recorded_row.get("result_file"))
 
 
 # ------------------------------------------------------------------------------------------------- the benchmark
@@ -215,7 +246,7 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     plan_file = plan_path(settings.pop("benchmark_file", os.path.join(PROPERTIES, "benchmark.yaml")))
     only = [str(name) for name in list_option(settings.pop("runs", None)) or []]  # names, whatever RecBole parsed
     plan = read_plan(plan_file)
-    runs, seeds = select_runs(plan, only, list_option(settings.pop("seeds", None)))
+    runs, seeds = select_runs(plan, only, list_option(settings.pop("seeds", None)), dataset)
     workers = _count(settings.pop("workers", 1), "workers")
     runs_folder = plan.get("runs_folder", "benchmark")  # a plan whose runs must not mix with the others' has its own
     runs_dir = os.path.abspath(settings.pop("runs_dir", os.path.join("results", runs_folder, dataset)))
@@ -234,9 +265,9 @@ def benchmark(dataset, settings, config_files=(), argv=()):
         for seed in seeds:
             folder = os.path.join(runs_dir, name, f"seed{seed}")
             config = run_config({**tuned, **run_settings}, settings, seed, folder)  # the run's own settings win
-            if report_only or is_finished(folder, config):
+            if report_only or is_finished(folder, config, model):
                 continue
-            if in_record(recorded_rows.get((name, seed)), config):  # finished on another machine: the report has it
+            if in_record(recorded_rows.get((name, seed)), config, model):  # finished elsewhere: the report has it
                 from_record += 1
                 continue
             jobs.append((name, model, config, folder, tuning))
@@ -281,15 +312,20 @@ def benchmark(dataset, settings, config_files=(), argv=()):
     # narrowed report would drop the rows that only the record holds
     command = " ".join(["python run_lumos.py --benchmark",
                         *(a for a in argv if not a.startswith(("--report_only", "--runs=", "--seeds=")))])
-    plan_runs, plan_seeds = select_runs(plan)
-    return write_report(dataset, plan_runs, sorted(set(plan_seeds) | set(seeds)), runs_dir, output_dir,
-                        command.strip(), plan_file, plan)
+    plan_runs, plan_seeds = select_runs(plan, dataset=dataset)
+    report_seeds = sorted(set(plan_seeds) | set(seeds))
+    planned = {(name, seed): settings_digest(run_config({**tuned_settings(tuned_dir, model, dataset)[0], **own},
+                                                        settings, seed, ""))
+               for name, model, own in plan_runs for seed in report_seeds}  # what the plan gives each run now
+    return write_report(dataset, plan_runs, report_seeds, runs_dir, output_dir, command.strip(), plan_file, plan,
+                        planned)
 
 
 # ------------------------------------------------------------------------------------------------- the report
 def collect(runs, seeds, runs_dir, record):
     """One row per (run, seed) from the files on disk, or from the committed record (``read_record``) where the
-    run's folder holds no result; each finished run's validation curve and per-user values."""
+    run's folder holds no result; each finished run's validation curve and per-user values. A result is only read
+    for the model the plan names, by that model's current code (``former_code``)."""
     recorded_rows, recorded_curves, recorded_per_user = record
     rows, curves, per_user = [], [], {}
     for name, model, _ in runs:
@@ -297,6 +333,8 @@ def collect(runs, seeds, runs_dir, record):
             folder = os.path.join(runs_dir, name, f"seed{seed}")
             row, values = {"run": name, "model": model, "seed": seed, "status": "not run"}, None
             path = result_file(folder)
+            path = None if former_code(model, path) else path
+            recorded = recorded_rows.get((name, seed))
             tuning = os.path.join(folder, "tuning.txt")
             if os.path.isfile(tuning):
                 with open(tuning, encoding="utf-8") as f:
@@ -314,15 +352,17 @@ def collect(runs, seeds, runs_dir, record):
                            epoch_budget=result.get("config", {}).get("epochs"),
                            versions=result.get("versions", ""),
                            result_file=os.path.relpath(path, runs_dir),
-                           settings_digest=settings_digest(given) if given is not None else None)
+                           settings_digest=settings_digest(given) if given is not None else None,
+                           view_kind=(result.get("views") or {}).get("kind"),
+                           view_set=(result.get("views") or {}).get("key"))
                 curves += [{"run": name, "seed": seed, "seconds": s, "epoch": e, f"valid_{CURVE_METRIC}": v}
                            for s, e, v in result.get("valid_curve", [])]
                 values = load_per_user(path)
             elif os.path.isfile(os.path.join(folder, "error.txt")):
                 with open(os.path.join(folder, "error.txt"), encoding="utf-8") as f:
                     row.update(status="failed", error=f.read().strip())
-            elif (name, seed) in recorded_rows:
-                row = dict(recorded_rows[name, seed], from_record=True)
+            elif recorded is not None and usable_record(recorded, model):
+                row = dict(recorded, from_record=True)
                 curves += recorded_curves.get((name, seed), [])
                 values = recorded_per_user.get((name, seed))
             if row["status"] == "ok" and values is not None:
@@ -449,7 +489,48 @@ def sectioned_tables(sections, runs, rows, comparisons=None, reference=None):
     return "\n".join(parts).rstrip()
 
 
-def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file, plan):
+def other_settings(rows, planned):
+    """'A (2020, 2021); B (2022)': the finished rows run with other settings than the plan gives them now (their
+    settings digests differ from ``planned``, {(run, seed): digest})."""
+    runs = {}
+    for row in rows:
+        wanted = (planned or {}).get((row["run"], row["seed"]))
+        if row["status"] == "ok" and wanted is not None and row.get("settings_digest") != wanted:
+            runs.setdefault(row["run"], []).append(str(row["seed"]))
+    return "; ".join(f"{run} ({', '.join(seeds)})" for run, seeds in runs.items())
+
+
+def view_set_notes(runs, rows, reference):
+    """The report's lines on view sets: the rows whose view set is unknown (the plugin's models only: RecBole's read
+    none), and for each kind of generated views the reference read, the rows compared with it that read another
+    view set of that kind."""
+    ok = [row for row in rows if row["status"] == "ok"]
+    unknown = [name for name, model, _ in runs if model in plugin_models() and any(
+        row["run"] == name and (not row.get("view_kind") or (row["view_kind"] in ("llm", "embedding")
+                                                              and not row.get("view_set"))) for row in ok)]
+    keyed = {}  # {run: {kind: {view set key}}}
+    for row in ok:
+        if row.get("view_kind") and row.get("view_set"):
+            keyed.setdefault(row["run"], {}).setdefault(row["view_kind"], set()).add(row["view_set"])
+
+    def named(keys):
+        return ", ".join(f"`{key[:12]}`" for key in sorted(keys))
+
+    notes = []
+    for kind, keys in sorted(keyed.get(reference, {}).items()):
+        other = [f"{name} ({named(sets[kind])})" for name, sets in keyed.items()
+                 if name != reference and kind in sets and sets[kind] != keys]
+        notes.append(f"- View sets: {reference} read the {kind} view set {named(keys)}; "
+                     + (f"rows compared with it that read another {kind} view set: {'; '.join(other)}." if other
+                        else f"every other row that names its {kind} view set read the same one."))
+    if unknown:
+        notes.append(f"- View sets unknown (written before result files named the view set they read): "
+                     f"{', '.join(unknown)}.")
+    return notes
+
+
+def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file, plan, planned=None):
+    """The report's files; ``planned``: {(run, seed): settings digest} the plan gives each run now."""
     rows, curves, per_user = collect(runs, seeds, runs_dir, read_record(output_dir, dataset))
     recorded = sum(1 for r in rows if r.pop("from_record", False))
     title = (plan.get("title") or "Benchmark on {dataset}").format(dataset=dataset)
@@ -487,6 +568,10 @@ def write_report(dataset, runs, seeds, runs_dir, output_dir, command, plan_file,
            "read from this folder's committed files (their runs folders were not on the machine that wrote it); "
            f"paired tests use the {len(per_user)} that have per-user values (`{dataset}-per-user.npz`)."]
           if recorded else []),
+        *([f"- Settings: these rows ran with other settings than the plan gives them now (the table shows those "
+           f"runs until the next benchmark reruns them): {other_settings(rows, planned)}."]
+          if other_settings(rows, planned) else []),
+        *view_set_notes(runs, rows, reference),
         f"- Versions: recbole-lumos {git_commit()} when this file was written ({time.strftime('%Y-%m-%d %H:%M')}); "
         f"the runs' own: {'; '.join(machines) or 'none yet'}.",
         f"- Files: [`{os.path.basename(runs_csv)}`]({os.path.basename(runs_csv)}) (every run), "

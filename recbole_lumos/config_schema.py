@@ -80,6 +80,13 @@ RULES = {
     "tri_view_gradient": FLAG,
     "future_weight": at_least(0, float),
     "views": choice(*VIEW_KINDS),
+    # CL4SRec's contrastive loss (model/CL4SRec.yaml, FedCL4SRec.yaml)
+    "cl_weight": at_least(0, float),
+    "cl_temperature": positive(),
+    "cl_similarity": choice("dot", "cos"),
+    "crop_eta": between(0, 1, low_open=True),
+    "mask_gamma": between(0, 1),
+    "reorder_beta": between(0, 1),
     # federation
     "federated": FLAG,
     "num_clients": at_least(1, optional=True),

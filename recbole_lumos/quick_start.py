@@ -233,6 +233,28 @@ def prepare_views(model, dataset, config_file_list=None, config_dict=None):
     return {"views": views.name, **views.stats()}
 
 
+def view_set(trainer):
+    """{"kind", "key"} of the views a run trained on, so that two rows are known to read the same ones: the LLM
+    views' cache key (``augment/cache.py``), a digest of what places the embedding views; random views (drawn
+    afresh every round) have no key. kind "none": the run trained without views. A key that cannot be read (a
+    wrapper that does not keep its generator) is None: unknown, never guessed."""
+    from recbole_lumos.augment.cache import cache_key
+
+    builder = getattr(getattr(trainer, "clients", None), "views", None)
+    if builder is None:
+        return {"kind": "none", "key": None}
+    while getattr(builder, "base", None) is not None:  # aligned prefixes, perturbations: the views they move
+        builder = builder.base
+    kind, key = builder.name.split("+")[0], None
+    if hasattr(builder, "cache") and "+" not in builder.name:
+        key = builder.cache().key
+    elif kind == "embedding" and "+" not in builder.name:
+        key = cache_key(kind=kind, catalogue=builder.catalogue.texts, shape=vars(builder.shape),
+                        encoder=str(getattr(builder.encoder, "path", None) or "all-MiniLM-L6-v2"),
+                        recency_decay=builder.recency_decay, seed=builder.seed)
+    return {"kind": kind, "key": key}
+
+
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, callback_fn=None):
     """Train and evaluate one model; returns the result dict that is also written to the result file."""
     started = time.time()
@@ -287,6 +309,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, cal
                     f"{os.cpu_count()} CPUs: {cpu_class()}"
                     + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "valid_curve": getattr(trainer, "valid_curve", valid_curve),  # a resumable trainer keeps it across sessions
+        "views": view_set(trainer),
     }
     privacy = getattr(trainer, "privacy", lambda: None)()
     if privacy is not None:  # DP-FedAvg: the (epsilon, delta) the run spent goes with its numbers

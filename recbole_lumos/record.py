@@ -51,6 +51,35 @@ def read_record(output_dir, dataset):
     return rows, curves, per_user
 
 
+def rename_runs(output_dir, dataset, renames):
+    """Give recorded runs another name (and other cells): ``renames`` = {old run name: {column: value}}, with at
+    least "run". For rows published under a name that has since come to name other code: their numbers stay, under
+    the name of the code that produced them. Rewrites the runs CSV, the curves CSV and the per-user archive."""
+    taken = {run for run, _ in read_record(output_dir, dataset)[0]} & {new["run"] for new in renames.values()}
+    if taken:
+        raise ValueError(f"the record in {output_dir} already holds run(s) {', '.join(sorted(taken))}")
+    for suffix, columns in (("runs.csv", None), ("curves.csv", ("run",))):
+        path = os.path.join(output_dir, f"{dataset}-{suffix}")
+        if not os.path.isfile(path):
+            continue
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames, list(reader)
+        for row in rows:
+            new = renames.get(row["run"], {})
+            row.update({key: str(value) for key, value in new.items() if columns is None or key in columns})
+        with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(path + ".tmp", path)
+    path = per_user_path(output_dir, dataset)
+    if os.path.isfile(path):
+        _, _, per_user = read_record(output_dir, dataset)
+        write_per_user(path, {(renames.get(run, {}).get("run", run), seed): values
+                              for (run, seed), values in per_user.items()})
+
+
 def write_per_user(path, per_user):
     """{(run, seed): {metric: array}} into one compressed archive (most users score 0: it packs small)."""
     arrays = {f"{run}|{seed}|{metric}": values

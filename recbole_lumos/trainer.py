@@ -3,7 +3,7 @@
 ``fit`` runs rounds (``epochs`` = rounds): the server side of a round lives in ``federated/server.py``, the
 client side (data, views, private parameters, local training) in ``federated/client.py``; this module runs the
 rounds, evaluates, logs (RecBole's logger and TensorBoard tags), checkpoints and stops a diverging run.
-``federated: False`` trains the same model centrally (epochs over batches of users): LUMOS centralised, CL4SRec.
+``federated: False`` trains the same model centrally (epochs over batches of users): LUMOS centralised.
 Evaluation, early stopping on ``valid_metric`` and the best-model file are RecBole's
 (``valid_smoothing: k`` applies the stopping rule to the mean of the last k validations). A checkpoint is written
 after every round: rerunning the same command resumes from it with the same result.

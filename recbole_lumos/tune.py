@@ -5,7 +5,9 @@
 The search space is ``properties/search/<Model>.yaml`` (or ``--search_space=file``): under ``space``, each key
 maps to one of ``{choice: [..]}``, ``{uniform: [low, high]}``, ``{loguniform: [low, high]}``, ``{grid: [..]}``;
 under ``tune``, the search's own settings (num_samples, cpus_per_trial, gpus_per_trial, max_concurrent_trials,
-grace_period, reduction_factor, defaults_first). With ``defaults_first`` (on unless set False) the first of the
+grace_period, reduction_factor, defaults_first); under ``derived``, keys set from a searched one in every trial,
+``{times: [key, factor]}`` (``inner_size: {times: [hidden_size, 4]}``: the feed-forward width follows the hidden
+size), unless the command line fixes them. With ``defaults_first`` (on unless set False) the first of the
 num_samples trials is the model's own defaults (its yaml, the config files and the command line) for every
 searched key but grid ones, so the winner is chosen against the defaults too (ASHA may still stop that trial
 early, like any other). Any ``--key=value`` that is one of those sets it; any other fixes that config
@@ -35,7 +37,8 @@ SAMPLERS = ("choice", "uniform", "loguniform", "grid")
 
 
 def load_search_space(path):
-    """{key: a Ray Tune domain}, {search setting: value} from a search-space yaml."""
+    """{key: a Ray Tune domain}, {search setting: value}, {derived key: (searched key, factor)} from a search-space
+    yaml."""
     from ray import tune
 
     if not os.path.isfile(path):
@@ -58,7 +61,20 @@ def load_search_space(path):
     if unknown:
         raise LumosError(f"{path}: unknown tune setting(s) {', '.join(sorted(unknown))}: "
                          f"use {', '.join(SEARCH_SETTINGS)}")
-    return space, {**SEARCH_SETTINGS, **(spec.get("tune") or {})}
+    derived = {}
+    for key, rule in (spec.get("derived") or {}).items():
+        times = rule.get("times") if isinstance(rule, dict) and len(rule) == 1 else None
+        source, factor = times if isinstance(times, list) and len(times) == 2 else (None, None)
+        if source not in space or isinstance(factor, bool) or not isinstance(factor, (int, float)) or key in space:
+            raise LumosError(f"{path}: derived '{key}' must be {{times: [a searched key, a number]}} "
+                             "and not searched itself")
+        derived[key] = (source, factor)
+    return space, {**SEARCH_SETTINGS, **(spec.get("tune") or {})}, derived
+
+
+def derive(derived, settings):
+    """{derived key: its value} from the searched keys' values in ``settings`` (a trial's, or the best one's)."""
+    return {key: settings[source] * factor for key, (source, factor) in derived.items() if source in settings}
 
 
 def default_point(space, config):
@@ -68,7 +84,7 @@ def default_point(space, config):
     return {key: config[key] for key in space if key not in grid and config[key] is not None}
 
 
-def trainable(trial_config, model, dataset, config_files, fixed, search_dir, eval_step):
+def trainable(trial_config, model, dataset, config_files, fixed, search_dir, eval_step, derived=None):
     """One trial: a normal run whose every validation is reported to Tune (ASHA may stop it there).
 
     Its checkpoints live in the trial's folder under ``search_dir`` (Ray's own trial folder is a temporary one
@@ -80,8 +96,9 @@ def trainable(trial_config, model, dataset, config_files, fixed, search_dir, eva
     from recbole_lumos.quick_start import run
 
     trial_dir = os.path.join(search_dir, os.path.basename(tune.get_context().get_trial_dir()))
-    settings = {**fixed, **trial_config, "checkpoint_dir": os.path.join(trial_dir, "saved"),
-                "results_dir": os.path.join(trial_dir, "results"), "show_progress": False}
+    settings = {**fixed, **trial_config}
+    settings.update(derive(derived or {}, settings), checkpoint_dir=os.path.join(trial_dir, "saved"),
+                    results_dir=os.path.join(trial_dir, "results"), show_progress=False)
 
     def report(epoch_idx, valid_score):
         # ASHA counts validations, not Ray's reports: those start again at 1 when a restored trial resumes
@@ -109,14 +126,15 @@ def tune(model, dataset, config_files, settings):
     restore = settings.pop("restore", None)  # an interrupted search's folder: finish it (failed trials rerun)
     space_file = settings.pop("search_space", os.path.join(PROPERTIES, "search", f"{model}.yaml"))
     output_dir = os.path.abspath(settings.pop("output_dir", os.path.join("results", "tune", f"{model}-{dataset}")))
-    space, search = load_search_space(space_file)
+    space, search, derived = load_search_space(space_file)
     for key in SEARCH_SETTINGS:
         if key in settings:
             search[key] = settings.pop(key)
     if not isinstance(search["num_samples"], int) or search["num_samples"] < 1:
         raise LumosError(f"num_samples must be a positive integer, got {search['num_samples']!r}")
-    for key in settings:  # a key fixed on the command line is no longer searched
+    for key in settings:  # a key fixed on the command line is no longer searched (nor derived)
         space.pop(key, None)
+        derived.pop(key, None)
     config_files = [os.path.abspath(path) for path in config_files]
     # Trials run in their own folders: the data path must not depend on the working directory
     base = build_config(model, dataset, config_files, settings)
@@ -141,7 +159,7 @@ def tune(model, dataset, config_files, settings):
         search_dir = os.path.abspath(restore) if restore else os.path.join(output_dir, "ray", name)
         runner = ray_tune.with_parameters(ray_tune.with_resources(trainable, resources), model=model,
                                           dataset=dataset, config_files=config_files, fixed=settings,
-                                          search_dir=search_dir, eval_step=base["eval_step"])
+                                          search_dir=search_dir, eval_step=base["eval_step"], derived=derived)
         if restore:
             tuner = ray_tune.Tuner.restore(search_dir, trainable=runner, restart_errored=True)
         else:
@@ -164,7 +182,7 @@ def tune(model, dataset, config_files, settings):
     finally:
         ray.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
-    return write_outputs(grid, space, settings, output_dir, model, dataset, ran_defaults(grid, first))
+    return write_outputs(grid, space, settings, output_dir, model, dataset, ran_defaults(grid, first), derived)
 
 
 def ran_defaults(grid, first):
@@ -177,7 +195,7 @@ def ran_defaults(grid, first):
     return None
 
 
-def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None):
+def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None, derived=None):
     frame = grid.get_dataframe(filter_metric=METRIC, filter_mode="max")  # each trial at its best validation
     if frame.empty or METRIC not in frame:
         errors = [str(r.error).splitlines()[0] for r in grid if r.error]
@@ -194,7 +212,10 @@ def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None):
              f"{len(table)} trials, ASHA on {METRIC}; sorted by each trial's best {METRIC}. Test metrics only for "
              "trials that ran to the end (ASHA stopped the others)."
              + (f" The first trial (id ending in 00000) ran the model's defaults: "
-                f"{', '.join(f'{k}={_plain(v)}' for k, v in first[0].items())}." if first else ""), "",
+                f"{', '.join(f'{k}={_plain(v)}' for k, v in first[0].items())}." if first else "")
+             + "".join(f" In every trial {key} = {factor} x {source}."
+                       for key, (source, factor) in (derived or {}).items()),
+             "",
              "| " + " | ".join(list(table.columns) + ["test hit@20", "test ndcg@20"]) + " |",
              "|" + "---|" * (len(table.columns) + 2)]
     for _, row in table.iterrows():
@@ -210,6 +231,7 @@ def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None):
         f.write("\n".join(lines) + "\n")
     best_row = table.iloc[0]
     best = {**fixed, **{key: _plain(best_row[key]) for key in space}}
+    best.update(derive(derived or {}, best))
     best.pop("data_path", None)  # machine-specific; the run's default finds the dataset
     with open(os.path.join(output_dir, "best.yaml"), "w", encoding="utf-8") as f:
         f.write(f"# Best of {len(table)} trials of {model} on {dataset}: {METRIC} {best_row[METRIC]:.4f}\n")

@@ -408,3 +408,142 @@ def test_by_history_length_splits_the_users_and_repeats_the_tables_test_over_all
         mask = (lengths >= low) & (lengths <= (high or [low])[0])
         assert int(group[1]) == mask.sum()
         assert group[3] == comparison_cell([m[mask] for m in mine], [t[mask] for t in theirs])
+
+
+def write_record(folder, dataset, rows, per_user):
+    """A report's committed record: the runs CSV (``rows``), a curve point per row, the per-user archive."""
+    from recbole_lumos.benchmark import write_csv
+    from recbole_lumos.record import per_user_path, write_per_user
+
+    os.makedirs(folder, exist_ok=True)
+    write_csv(os.path.join(folder, f"{dataset}-runs.csv"), rows)
+    write_csv(os.path.join(folder, f"{dataset}-curves.csv"),
+              [{"run": r["run"], "seed": r["seed"], "seconds": 1.0, "epoch": 1, "valid_ndcg@20": 0.1} for r in rows])
+    write_per_user(per_user_path(folder, dataset), per_user)
+
+
+def recorded_row(run, model, seed=1, written="20261207-041827", **cells):
+    return {"run": run, "model": model, "seed": seed, "status": "ok", "ndcg@20": 0.08, "hit@20": 0.2,
+            "valid_ndcg@20": 0.09, "wall_time_s": 10.0, "peak_memory_mb": 100.0, "settings_digest": "sha1:abc",
+            "result_file": f"{run}/seed{seed}/tiny/{model}-seed{seed}-{written}.json", **cells}
+
+
+def test_renamed_runs_keep_their_numbers_and_curves_under_the_new_name(tmp_path):
+    from recbole_lumos.record import read_record, rename_runs
+
+    values = {"ndcg@20": np.array([0.0, 0.5]), "hit@20": np.array([0.0, 1.0])}
+    write_record(tmp_path, "tiny", [recorded_row("CL4SRec", "CL4SRec", tuning="Best of 8 trials of CL4SRec"),
+                                    recorded_row("SASRec", "SASRec")],
+                 {("CL4SRec", 1): values, ("SASRec", 1): values})
+    rename_runs(str(tmp_path), "tiny", {"CL4SRec": {"run": "LUMOS-random-central", "model": "LUMOS",
+                                                    "tuning": "Best of 8 trials of the former CL4SRec"}})
+    rows, curves, per_user = read_record(str(tmp_path), "tiny")
+    assert set(rows) == {("LUMOS-random-central", 1), ("SASRec", 1)} and set(curves) == set(rows) == set(per_user)
+    renamed = rows["LUMOS-random-central", 1]
+    assert renamed["model"] == "LUMOS" and renamed["tuning"] == "Best of 8 trials of the former CL4SRec"
+    assert renamed["ndcg@20"] == 0.08 and renamed["settings_digest"] == "sha1:abc"  # the numbers are untouched
+    assert rows["SASRec", 1]["model"] == "SASRec" and "tuning" not in curves["LUMOS-random-central", 1][0]
+    assert np.array_equal(per_user["LUMOS-random-central", 1]["hit@20"], values["hit@20"])
+    with pytest.raises(ValueError, match="already holds run"):  # never two rows under one name
+        rename_runs(str(tmp_path), "tiny", {"SASRec": {"run": "LUMOS-random-central"}})
+
+
+def test_a_report_never_shows_a_result_under_a_name_whose_code_did_not_produce_it(tmp_path, monkeypatch):
+    """A model whose name now names other code (REDEFINED_MODELS): its results written before are the former
+    code's. They are read neither from the record nor from a runs folder, and a run of it is not 'finished'; a
+    recorded row of another model than the plan's row is not read either."""
+    from recbole_lumos import benchmark
+    from recbole_lumos.record import read_record
+
+    monkeypatch.setitem(benchmark.REDEFINED_MODELS, "CL4SRec", "20261208-000000")
+    write_record(tmp_path / "out", "tiny", [recorded_row("CL4SRec", "CL4SRec"),
+                                            recorded_row("CL4SRec", "CL4SRec", seed=2, written="20261209-101500"),
+                                            recorded_row("Renamed", "CL4SRec")], {})
+    runs = [("CL4SRec", "CL4SRec", {}), ("Renamed", "LUMOS", {})]
+    rows, _, _ = benchmark.collect(runs, [1, 2], str(tmp_path / "runs"), read_record(str(tmp_path / "out"), "tiny"))
+    assert [(r["run"], r["seed"], r["status"]) for r in rows] == [
+        ("CL4SRec", 1, "not run"), ("CL4SRec", 2, "ok"), ("Renamed", 1, "not run"), ("Renamed", 2, "not run")]
+    recorded = read_record(str(tmp_path / "out"), "tiny")[0]
+    assert not benchmark.in_record(recorded["CL4SRec", 1], {}, "CL4SRec")  # the former code's: it runs again
+    # a runs folder holding the former code's result: neither finished nor reported
+    folder = tmp_path / "runs" / "CL4SRec" / "seed1"
+    (folder / "tiny").mkdir(parents=True)
+    (folder / "config.yaml").write_text("seed: 1\n")
+    (folder / "tiny" / "CL4SRec-seed1-20261207-041827.json").write_text("{}")
+    assert not benchmark.is_finished(str(folder), {"seed": 1}, "CL4SRec")
+    assert benchmark.is_finished(str(folder), {"seed": 1}, "SASRec")  # the guard is the redefined models' alone
+    rows, _, _ = benchmark.collect(runs[:1], [1], str(tmp_path / "runs"), ({}, {}, {}))
+    assert rows[0]["status"] == "not run"
+
+
+def test_the_report_names_rows_with_other_settings_or_other_view_sets_than_the_reference():
+    from recbole_lumos.benchmark import other_settings, view_set_notes
+
+    def row(run, seed, kind=None, key=None, digest="sha1:a"):
+        views = {"view_kind": kind, "view_set": key} if kind else {}
+        return {"run": run, "seed": seed, "status": "ok", "settings_digest": digest, **views}
+
+    rows = [row("LUMOS-llm", 1, "llm", "k1" * 8), row("LUMOS-llm", 2, "llm", "k1" * 8),
+            row("LUMOS-llm-shortlist", 1, "llm", "k2" * 8), row("LUMOS-llm-no-future", 1, "llm", "k1" * 8),
+            row("LUMOS-embedding", 1, "embedding", "e1" * 8), row("SASRec", 1, "none"),
+            row("Old", 1, digest="sha1:b"), row("LUMOS-llm-aligned-prefix", 1, "llm"), row("SASRec", 2)]
+    # RecBole's SASRec reads no views: an old row of it (seed 2, no view kind recorded) is not unknown
+    runs = [(r, "SASRec" if r == "SASRec" else "LUMOS", {}) for r in dict.fromkeys(r["run"] for r in rows)]
+    notes = view_set_notes(runs, rows, "LUMOS-llm")
+    assert notes == [
+        "- View sets: LUMOS-llm read the llm view set `k1k1k1k1k1k1`; rows compared with it that read another llm "
+        "view set: LUMOS-llm-shortlist (`k2k2k2k2k2k2`).",
+        "- View sets unknown (written before result files named the view set they read): Old, "
+        "LUMOS-llm-aligned-prefix."]
+    same = [r for r in rows if r["run"] != "LUMOS-llm-shortlist"]
+    assert "every other row that names its llm view set read the same one" in view_set_notes(runs, same, "LUMOS-llm")[0]
+    planned = {(r["run"], r["seed"]): "sha1:a" for r in rows}
+    assert other_settings(rows, planned) == "Old (1)"
+    assert other_settings(rows, None) == ""
+
+
+def test_a_run_takes_its_datasets_settings_and_a_bad_by_dataset_is_refused(in_tmp):
+    from recbole_lumos.benchmark import read_plan, select_runs
+
+    (in_tmp / "plan.yaml").write_text("settings: {epochs: 5}\nruns:\n  F:\n    model: SASRecF\n    by_dataset:\n"
+                                      "      ml-100k: {selected_features: [class]}\n")
+    plan = read_plan(str(in_tmp / "plan.yaml"))
+    assert select_runs(plan, dataset="ml-100k")[0] == [("F", "SASRecF", {"epochs": 5, "selected_features": ["class"]})]
+    assert select_runs(plan, dataset="other")[0] == [("F", "SASRecF", {"epochs": 5})]
+    (in_tmp / "bad.yaml").write_text("runs:\n  F: {model: SASRecF, by_dataset: [ml-100k]}\n")
+    with pytest.raises(LumosError, match="by_dataset must map dataset names to settings"):
+        read_plan(str(in_tmp / "bad.yaml"))
+
+
+def test_a_result_names_the_view_set_it_trained_on():
+    from types import SimpleNamespace
+
+    from recbole_lumos.augment.base import Catalogue, ViewShape
+    from recbole_lumos.augment.embedding_views import EmbeddingViewBuilder
+    from recbole_lumos.quick_start import view_set
+
+    def trainer(views):
+        return SimpleNamespace(clients=SimpleNamespace(views=views))
+
+    llm = SimpleNamespace(name="llm", cache=lambda: SimpleNamespace(key="f" * 64))
+    assert view_set(trainer(llm)) == {"kind": "llm", "key": "f" * 64}
+    assert view_set(trainer(SimpleNamespace(name="llm+aligned-prefix", base=llm)))["key"] == "f" * 64
+    assert view_set(trainer(SimpleNamespace(name="llm+perturbed"))) == {"kind": "llm", "key": None}  # unknown
+    assert view_set(trainer(SimpleNamespace(name="random"))) == {"kind": "random", "key": None}
+    assert view_set(SimpleNamespace()) == view_set(trainer(None)) == {"kind": "none", "key": None}
+    catalogue = Catalogue(["", "Toy Story | Comedy", "Heat | Action"], ["", "Toy Story", "Heat"])
+    keys = [view_set(trainer(EmbeddingViewBuilder(catalogue, shape=ViewShape(), seed=seed)))["key"]
+            for seed in (1, 1, 2)]
+    assert keys[0] == keys[1] != keys[2] and len(keys[0]) == 64  # the same views, the same key; another seed, another
+
+
+def test_an_llm_run_records_the_key_of_the_view_cache_it_read(tiny_data, in_tmp, one_thread):
+    from recbole_lumos.quick_start import run
+    from tests.conftest_tiny_llm import make_tiny_llm
+
+    llm = make_tiny_llm(in_tmp / "llm")
+    result = run("LUMOS", "tiny", config_dict=tiny_settings(
+        tiny_data, epochs=1, views="llm", llm_model=llm, llm_dtype="float32", views_cache_dir=str(in_tmp / "views")))
+    views = json.loads(open(result["result_file"]).read())["views"]
+    assert views["kind"] == "llm"
+    assert [path.name for path in (in_tmp / "views").glob("*.jsonl")] == [f"tiny-llm-{views['key'][:24]}.jsonl"]

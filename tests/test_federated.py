@@ -225,9 +225,9 @@ def test_counterfactual_view_is_a_negative_only_when_listed(tiny_data, in_tmp, t
 
 
 def test_random_views_are_redrawn_each_round_and_reproducible(tiny_data, in_tmp):
-    """FedCL4SRec / CL4SRec: the sampled clients get fresh views every round, seeded by (seed, round, user), so a
+    """Random views (LUMOS with views random): the sampled clients get fresh views every round, seeded by (seed, round, user), so a
     resumed run redraws the same ones; the other clients keep theirs."""
-    _, train, _, _, model, trainer = setup_model(tiny_data, model="FedCL4SRec")
+    _, train, _, _, model, trainer = setup_model(tiny_data, model="LUMOS", views="random")
     trainer.setup(train._dataset)
     clients = trainer.clients
     clients.redraw_views([0, 1], round_idx=0)
@@ -280,7 +280,7 @@ def test_perturbed_views_are_redrawn_each_round_and_reach_the_client_tables(tiny
     drawn = [clients.views.build(histories, round=r) for r in (0, 1, 0)]
     assert drawn[0] == drawn[2] and drawn[0] != drawn[1]
     with pytest.raises(LumosError, match="views_perturb perturbs generated views"):
-        setup_model(tiny_data, model="FedCL4SRec", views_perturb=True)[-1].setup(train._dataset)
+        setup_model(tiny_data, model="LUMOS", views="random", views_perturb=True)[-1].setup(train._dataset)
     clients.redraw_views([0, 1], round_idx=1)
     for user in users:
         expected = right_pad([getattr(drawn[1][user], v) for v in ("future", "rephrase", "counterfactual")],
@@ -358,7 +358,7 @@ def test_aligned_prefix_views_and_anchor_reach_the_client_batch(tiny_data, in_tm
         future = right_pad([list(history[: cuts[0]]) + list(clients.views.items[user][0])], L)
         assert np.array_equal(views[0], future[0, :width])  # F = that prefix + the generator's continuation
     with pytest.raises(LumosError, match="aligned_prefix moves generated views"):
-        setup_model(tiny_data, model="FedCL4SRec", tri_anchor="aligned_prefix")[-1].setup(train._dataset)
+        setup_model(tiny_data, model="LUMOS", views="random", tri_anchor="aligned_prefix")[-1].setup(train._dataset)
     with pytest.raises(LumosError, match="plugin's trainer"):
         model.calculate_loss(next(iter(train)))
 

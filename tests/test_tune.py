@@ -27,6 +27,7 @@ pytest.importorskip("ray")
 def test_a_two_trial_search_writes_its_table_and_a_usable_best_config(tiny_data, in_tmp, capsys):
     (in_tmp / "space.yaml").write_text(
         "space:\n  learning_rate: {choice: [0.001, 0.01]}\n  tri_weight: {uniform: [0.05, 0.5]}\n"
+        "  hidden_size: {choice: [8, 16]}\nderived:\n  inner_size: {times: [hidden_size, 4]}\n"
         "tune:\n  num_samples: 5\n  grace_period: 1\n")
     (in_tmp / "tiny.yaml").write_text(yaml.safe_dump(tiny_settings(tiny_data)))
     code = run_lumos.main(["--tune", "--model=LUMOS", "--dataset=tiny", "--search_space=space.yaml",
@@ -55,6 +56,12 @@ def test_a_two_trial_search_writes_its_table_and_a_usable_best_config(tiny_data,
     best = yaml.safe_load((in_tmp / "tune" / "best.yaml").read_text())
     assert best["epochs"] == 3 and best["learning_rate"] == float(trials[0]["learning_rate"])
     assert "data_path" not in best
+    # inner_size follows hidden_size in every trial that ran to its end (ASHA may stop one), and in the best config
+    results = (in_tmp / "tune" / "ray").glob("*/*/results/tiny/*.json")
+    configs = [json.loads(path.read_text())["config"] for path in results]
+    assert configs and all(config["inner_size"] == 4 * config["hidden_size"] for config in configs)
+    assert best["inner_size"] == 4 * best["hidden_size"] and best["hidden_size"] in (8, 16)
+    assert "inner_size = 4 x hidden_size" in (in_tmp / "tune" / "trials.md").read_text()
     code = run_lumos.main(["--model=LUMOS", "--dataset=tiny", f"--data_path={tiny_data}",
                            "--config_files=tiny.yaml tune/best.yaml"])
     assert code == 0, capsys.readouterr().err
@@ -99,7 +106,7 @@ def test_a_search_killed_mid_trial_resumes_that_trial_when_restored(tiny_data, i
 def test_the_defaults_trial_holds_every_searched_key_but_grid_ones(tmp_path):
     (tmp_path / "space.yaml").write_text("space:\n  learning_rate: {loguniform: [0.0001, 0.1]}\n"
                                          "  n_layers: {grid: [1, 2]}\n  tri_weight: {choice: [0.3, 0.7]}\n")
-    space, _ = load_search_space(str(tmp_path / "space.yaml"))
+    space, _, _ = load_search_space(str(tmp_path / "space.yaml"))
     config = {"learning_rate": 0.002, "n_layers": 2, "tri_weight": 0.1}
     assert default_point(space, config) == {"learning_rate": 0.002, "tri_weight": 0.1}  # outside the choice: kept
 
@@ -108,6 +115,10 @@ def test_the_defaults_trial_holds_every_searched_key_but_grid_ones(tmp_path):
     ("space:\n  learning_rate: {normal: [0, 1]}\n", "must be one of"),
     ("space:\n  learning_rate: {uniform: [0.1]}\n", "needs a list"),
     ("space: {}\ntune:\n  trials: 3\n", "unknown tune setting"),
+    ("space:\n  hidden_size: {choice: [64]}\nderived:\n  inner_size: {times: [embedding_size, 4]}\n",
+     "derived 'inner_size' must be"),  # from a key the space does not search
+    ("space:\n  hidden_size: {choice: [64]}\nderived:\n  inner_size: {plus: [hidden_size, 4]}\n", "times"),
+    ("space:\n  hidden_size: {choice: [64]}\nderived:\n  inner_size: {times: [hidden_size]}\n", "times"),
 ])
 def test_a_malformed_search_space_is_refused_in_one_line(tmp_path, text, message):
     (tmp_path / "space.yaml").write_text(text)
@@ -128,7 +139,7 @@ def test_every_model_of_the_head_to_head_has_a_search_space_with_the_same_trial_
     models = {model for _, model, _ in select_runs(read_plan(str(PROPERTIES / "benchmark.yaml")))[0]}
     budgets, client_fractions = {}, {}
     for model in models:
-        space, settings = load_search_space(str(PROPERTIES / "search" / f"{model}.yaml"))
+        space, settings, _ = load_search_space(str(PROPERTIES / "search" / f"{model}.yaml"))
         budgets[model] = settings["num_samples"]
         assert settings["defaults_first"] is True, model
         defaults = build_config(model, "ml-100k").final_config_dict

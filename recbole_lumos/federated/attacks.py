@@ -72,7 +72,7 @@ def fake_histories(kind, count, targets, histories, n_items, seed):
 def crafted_update(model, params, sequences, targets, scale):
     """Model poisoning: -scale * gradient of the target items' cross-entropy after ``sequences`` [B, L], taken at
     ``params`` (the shared parameters the server sent, live in ``model``): a step that raises the targets' scores."""
-    logits = model.last_states(sequences) @ model.item_embedding.weight.t()
+    logits = model.last_states(sequences) @ model.item_embedding.weight[: model.n_items].t()  # (CL4SRec: + a mask row)
     loss = -torch.log_softmax(logits, dim=-1)[:, targets].mean()
     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
     return {n: (torch.zeros_like(p) if g is None else -scale * g).detach() for (n, p), g in zip(params.items(), grads)}
