@@ -2,7 +2,7 @@
 by training-history length (the paper claims its gains for users with short logs).
 
     python benchmarks/by_history_length.py --dataset=amazon-office --record_dir=docs/benchmarks/head-to-head-fair \
-        --reference=LUMOS-llm --runs=FedSASRec,FedCL4SRec,SASRec,CL4SRec,LUMOS-embedding,LUMOS-no-views \
+        --reference=LUMOS-llm --runs=FedSASRec,LUMOS-random,SASRec,LUMOS-random-central,LUMOS-embedding,LUMOS-no-views \
         --groups=4 --output=docs/benchmarks/head-to-head-fair/amazon-office-by-history.md
 
 Reads the benchmark's committed per-user values (``<dataset>-per-user.npz``, one array per run and seed in the
@@ -60,7 +60,8 @@ def groups_by_length(lengths, n_groups):
 def main(argv):
     options = parse_options(argv, {
         "dataset": "amazon-office", "record_dir": "docs/benchmarks/head-to-head-fair", "reference": "LUMOS-llm",
-        "runs": "FedSASRec,FedCL4SRec,SASRec,CL4SRec,LUMOS-embedding,LUMOS-no-views", "groups": "4", "output": ""})
+        "runs": "FedSASRec,LUMOS-random,SASRec,LUMOS-random-central,LUMOS-embedding,LUMOS-no-views",
+        "groups": "4", "output": ""})
     dataset, reference = options["dataset"], options["reference"]
     if not options["groups"].isdigit() or int(options["groups"]) < 1:
         raise SystemExit(f"error: --groups must be a whole number of at least 1, not {options['groups']!r}")

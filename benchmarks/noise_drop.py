@@ -2,7 +2,7 @@
 seeds between every two models' drops (the robustness target: LUMOS degrades less than FedSASRec).
 
     python benchmarks/noise_drop.py --record_dir=docs/robustness --dataset=amazon-office --ratio=0.3 \
-        --models=LUMOS-embedding,LUMOS-llm,FedSASRec,FedCL4SRec
+        --models=LUMOS-embedding,LUMOS-llm,FedSASRec,LUMOS-random
 
 Reads a robustness benchmark's record (<record_dir>/<dataset>-runs.csv, rows '<model>' and '<model>-noise<ratio>',
 with recbole_lumos.record.read_record); seeds pair models because a
@@ -22,7 +22,7 @@ METRICS = {"ndcg@20": "NDCG@20", "hit@20": "HR@20"}
 
 def main(argv):
     options = parse_options(argv, {"record_dir": "docs/robustness", "dataset": "amazon-office", "ratio": "0.3",
-                                   "models": "LUMOS-embedding,LUMOS-llm,FedSASRec,FedCL4SRec"})
+                                   "models": "LUMOS-embedding,LUMOS-llm,FedSASRec,LUMOS-random"})
     runs_csv = os.path.join(options["record_dir"], f"{options['dataset']}-runs.csv")
     if not os.path.isfile(runs_csv):
         raise SystemExit(f"error: no runs CSV at {runs_csv}")

@@ -1,7 +1,7 @@
 """Paired significance of a benchmark: one run against every other, over test users and over seeds.
 
     python benchmarks/significance.py --runs_dir=results/benchmark/ml-100k --reference=LUMOS-llm \
-        --output=docs/benchmarks/constrained-views/ml-100k-significance.md [--runs=FedSASRec,FedCL4SRec]
+        --output=docs/benchmarks/constrained-views/ml-100k-significance.md [--runs=FedSASRec,LUMOS-random]
 
 For every finished run (``<runs_dir>/<run>/seed<seed>/``, as ``run_lumos.py --benchmark`` leaves them) it reads
 each test user's NDCG@20 and HR@20 that the run wrote beside its result file (``recbole_lumos/significance.py``);
