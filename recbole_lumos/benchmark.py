@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from recbole_lumos import paths
 from recbole_lumos.augment.llm_backend import torch_threads
+from recbole_lumos.augment.quality import gate_of_run, markdown
 from recbole_lumos.augment.settings import view_seed
 from recbole_lumos.cli import list_option
 from recbole_lumos.errors import LumosError
@@ -293,6 +294,9 @@ def benchmark(dataset, settings, config_files=(), argv=()):
                 stats = prepare_views(model, dataset, config_files, config)
                 if stats:
                     print(f"views for {name} seed {config['seed']}: {stats.get('views')} ready")
+                gate = gate_of_run(model, dataset, config_files, config)  # None: the model trains without views
+                if gate:
+                    print(f"view quality for {name} seed {config['seed']}:\n{markdown(gate[0])}", flush=True)
             except Exception as e:  # the run itself will fail and record why
                 logger.warning(f"could not prepare views for {name} seed {config['seed']}: {e}")
 

@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from recbole_lumos.augment.base import Catalogue, ClientViews  # noqa: E402
+from recbole_lumos.augment.base import Catalogue, ClientViews, appended_count  # noqa: E402
 
 MOVIES = [  # title, year, genres; index + 1 = item id
     ("Toy Story", 1995, "Animation, Children's, Comedy"),
@@ -81,11 +81,13 @@ def make_tiny_llm(folder, chat_template=True, seed=0):
 
 
 def check(views, histories, num_items=len(MOVIES) + 1):
-    """Every client has views; F starts with its history, P keeps its length; all ids are real items."""
+    """Every client has views; F is the history's first items then its continuation, P keeps its length; all ids
+    are real items."""
     assert set(views) == set(histories)
     for client, history in histories.items():
         v = views[client]
-        assert isinstance(v, ClientViews) and v.future[: len(history)] == history
+        kept = len(v.future) - appended_count(history, v.future)
+        assert isinstance(v, ClientViews) and kept < len(v.future) and v.future[:kept] == history[:kept]
         assert len(v.rephrase) == len(history)
         assert all(0 < i < num_items for i in v.future + v.rephrase + v.counterfactual)
 

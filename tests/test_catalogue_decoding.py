@@ -6,7 +6,7 @@ import torch
 from conftest_tiny_llm import MOVIES, make_tiny_llm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from recbole_lumos.augment.catalogue_decoding import CatalogueDecoder, TitleTrie
+from recbole_lumos.augment.catalogue_decoding import CatalogueDecoder, TitleTrie, _Row
 from recbole_lumos.augment.prompts import answer_title
 
 TITLES = [""] + [answer_title(title) for title, _, _ in MOVIES]
@@ -55,19 +55,21 @@ def test_named_items_are_catalogue_items_outside_the_history_and_fill_the_plan(l
         items = [i for s in sections for i in s]
         assert len(set(items)) == len(items) and not set(items) & ex
         assert all(0 < i < len(TITLES) for i in items)
-        first_nodes = [decoder.trie.path[i][1] for i in items]
-        assert len(set(first_nodes)) == len(first_nodes)  # no two titles of an answer start with the same token
+        for section in sections:  # no two titles of a section start with the same token
+            first_nodes = [decoder.trie.path[i][1] for i in section]
+            assert len(set(first_nodes)) == len(first_nodes)
 
 
 def replay_choices(model, tokenizer, decoder, prefix, suffix, plan, excluded, shortlists=None):
     """Rebuilds the answer's text from the named items and checks, with ONE uncached forward pass over the whole
     text, that at every title token the decoder took the model's argmax among the tokens it allowed (catalogue
     titles outside the history and the answer, inside the section's shortlist if any, a first token not used by an
-    earlier title of the answer)."""
+    earlier title of the same section)."""
     [sections] = decoder.decode(prefix, [suffix], [plan], [excluded], shortlists=[shortlists] if shortlists else None)
     tokens, choice_points = list(prefix) + list(suffix), []
-    named, first_tokens = set(excluded), set()
+    named = set(excluded)
     for index, items in enumerate(sections):
+        first_tokens = set()
         if index:
             tokens += decoder.breaks[index - 1]
         for position, item in enumerate(items):
@@ -87,7 +89,7 @@ def replay_choices(model, tokenizer, decoder, prefix, suffix, plan, excluded, sh
     for position, node, forbidden, used_first in choice_points:
         allowed = [t for t, child in decoder.trie.children[node].items()
                    if any(i not in forbidden for i in items_below(decoder.trie, child))]
-        if node == 0:  # one title per first token in an answer
+        if node == 0:  # one title per first token in a section
             allowed = [t for t in allowed if t not in used_first] or allowed
         if len(allowed) > 1:
             scores = logits[position - 1, allowed]
@@ -131,6 +133,35 @@ def test_a_shortlist_too_short_for_its_section_passes_on_to_the_next(llm):
     assert sections[0] == [1]  # 2 is in the history: one item left to name
     assert len(sections[1]) == 3 and set(sections[1]) <= {11, 12, 13, 14}
     assert len(sections[2]) == 2 and set(sections[2]) <= {5, 9, 10}
+
+
+class ScriptedDecoder(CatalogueDecoder):
+    """The decoder's per-row logic without a model: token t scores ``preference[t]`` (higher is chosen)."""
+
+    def __init__(self, token_sequences, preference, vocabulary=32):
+        self.trie = TitleTrie(token_sequences)
+        self.separator, self.breaks, self.complete_titles = [1], [[2], [3]], False
+        self.tokenizer = type("Tokenizer", (), {"eos_token_id": 0})()
+        self.output_weight = torch.eye(vocabulary)
+        self.hidden = torch.zeros(vocabulary)
+        for token, score in preference.items():
+            self.hidden[token] = score
+
+    def answer(self, plan, excluded=(), shortlists=None):
+        row = _Row(self.trie, plan, set(excluded), shortlists=shortlists)
+        while self._next_token(row, self.hidden) is not None:
+            pass
+        return row.named
+
+
+def test_a_section_may_start_like_an_earlier_sections_title():
+    """One title per first token within a section, not across sections: SIMILAR may start like a NEXT title.
+    Items: 1 = [10, 11] ("Star Wars"), 2 = [10, 12] ("Star Trek"), 3 = [20] ("Alien"); the model prefers 10."""
+    decoder = ScriptedDecoder([[], [10, 11], [10, 12], [20]], {10: 5, 11: 3, 12: 2, 20: 1})
+    assert decoder.answer([1, 1, 0]) == [[1], [2], []]  # SIMILAR starts with 10 again: the model's choice
+    assert decoder.answer([2, 0, 0]) == [[1, 3], [], []]  # within NEXT, the second title may not start with 10
+    assert decoder.answer([1, 1, 1]) == [[1], [2], [3]]  # named items stay excluded by item id
+    assert decoder.answer([1, 0, 1]) == [[1], [], [2]]  # UNLIKE too
 
 
 def test_batching_padding_and_prefix_cache_change_nothing(llm):

@@ -8,7 +8,7 @@ The answer has the labelled-lines shape of the prompt's few-shot example, e.g.
 The labels, separators and section breaks are written for the model; what it chooses are the title tokens, and
 where a title ends (a title that is a prefix of another). Items of the user's history and items already named are
 excluded by pruning the trie per row (with shortlists, so is every item outside the section's shortlist), and no
-two titles of an answer may start with the same token (a small LM otherwise copies its last title's first word:
+two titles of a section may start with the same token (a small LM otherwise copies its last title's first word:
 "Mad Love; Mad City; Mad Dog Time"). The cost per client is its own prompt tokens and its answer's title tokens:
     * the shared part of the prompt (system, few-shot example) is encoded once and reused from its KV cache;
     * logits are computed for the allowed tokens only, and only where the model has a choice;
@@ -59,11 +59,13 @@ class _Row:
             self.exclude(item)
         self.named = [[] for _ in plan]
         self.section, self.node, self.forced = 0, 0, []
-        self.first_tokens = set()  # tokens that started a title of this answer
         self.enter_section()
 
     def enter_section(self):
-        """The items the current section may name: its shortlist's live ones, counted per trie node."""
+        """The items the current section may name: its shortlist's live ones, counted per trie node. First tokens
+        are one per title within a section: a NEXT title's first word must not bar a SIMILAR or UNLIKE title
+        (the items already named stay excluded by item id)."""
+        self.first_tokens = set()  # tokens that started a title of this section
         shortlist = self.shortlists[self.section] if 0 <= self.section < len(self.plan) else None
         self.pool, self.pool_below = None, {}
         if shortlist is not None:
@@ -244,7 +246,7 @@ class CatalogueDecoder:
             row.forced = self._after_item(row, ends[0])
         else:
             end_token = self._end_token(row)
-            if node == 0:  # a small LM copies its last title's first word ("Mad Love; Mad City; Mad Dog"): one each
+            if node == 0:  # a small LM copies its last title's first word ("Mad Love; Mad City"): one per section
                 children = [c for c in children if c[0] not in row.first_tokens] or children
             candidates = [token for token, _ in children] + ([end_token] if ends else [])
             choice = self._choose(hidden, candidates, row.generator, temperature)

@@ -48,7 +48,8 @@ class EmbeddingViewBuilder(ViewBuilder):
         near = space.ranked(centroid, set(history), n_future + n_similar)
         unlike = space.ranked(centroid, set(history) | set(near), n_negative, farthest=True)
         rng = np.random.default_rng(client_seed(self.seed, client))
-        return place_views(history, near[:n_future], near[n_future:], unlike, self.shape.window, rng)
+        return place_views(history, near[:n_future], near[n_future:], unlike, self.shape.window, rng,
+                           self.shape.max_len)
 
     def build(self, histories):
         start = time.perf_counter()
@@ -64,12 +65,13 @@ class EmbeddingViewBuilder(ViewBuilder):
 
 def view_shape(config):
     """The view shape both builders share, from the config (defaults: properties/augment.yaml). The window never
-    reaches past what the model reads (MAX_ITEM_LIST_LENGTH), so every substitution reaches the model."""
+    reaches past what the model reads (MAX_ITEM_LIST_LENGTH), so every substitution reaches the model, and the views
+    are placed on the anchor the model reads (its last MAX_ITEM_LIST_LENGTH items: ``place_views``)."""
     window = setting(config, "view_window_items")
     max_len = config["MAX_ITEM_LIST_LENGTH"] if config is not None and "MAX_ITEM_LIST_LENGTH" in config else None
     return ViewShape(future_items=setting(config, "view_future_items"), swap_ratio=setting(config, "view_swap_ratio"),
                      negative_items=min(setting(config, "view_negative_items"), max_len or window),
-                     window=min(window, max_len or window))
+                     window=min(window, max_len or window), max_len=max_len)
 
 
 def build_embedding_views(config, dataset):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recbole_lumos.augment.base import ClientViews, ViewBuilder, ViewShape, place_views
+from recbole_lumos.augment.base import ViewBuilder, ViewShape, place_views
 from recbole_lumos.augment.cache import ViewCache, cache_key
 from recbole_lumos.augment.catalogue import catalogue_from_dataset
 from recbole_lumos.augment.catalogue_decoding import CatalogueDecoder
@@ -88,13 +88,16 @@ class LLMViewBuilder(ViewBuilder):
 
     def cache(self):
         self.resolve_dtype()
-        settings = dict(self.backend_options, **self.decoding, shape=vars(self.shape), do_sample=self.do_sample,
+        # max_len is not in the key: it places the named items (``place``), it does not change what the LLM names
+        shape = {key: value for key, value in vars(self.shape).items() if key != "max_len"}
+        settings = dict(self.backend_options, **self.decoding, shape=shape, do_sample=self.do_sample,
                         temperature=self.temperature, lora_finetune=self.lora_finetune)
         if self.shortlist:  # keys of the views made before shortlists existed stay as they were
             settings.update(shortlist=self.shortlist, recency_decay=self.recency_decay,
                             encoder=str(getattr(self.encoder, "path", None) or "all-MiniLM-L6-v2"))
         for where in ("device", "cache_dir"):  # where it runs does not change the views
             settings.pop(where, None)
+        settings["first_tokens"] = "per section"  # views decoded before that fix named other items: not reused
         weights = weights_digest(self.backend_options.get("model"), self.backend_options.get("cache_dir"))
         key = cache_key(dataset=self.dataset_name, prompts=self.prompts.text, settings=settings, seed=self.seed,
                         weights=weights,
@@ -123,7 +126,14 @@ class LLMViewBuilder(ViewBuilder):
                 bar.update(len(new))
         mine = [records[keys[str(client)]] for client in histories]
         self._stats = self._summary(mine, len(todo), tokens, time.perf_counter() - start)
-        return {client: ClientViews(*(record[v] for v in VIEWS)) for client, record in zip(histories, mine)}
+        return {client: self.place(client, histories[client], record["named"])
+                for client, record in zip(histories, mine)}
+
+    def place(self, client, history, named):
+        """A client's views from the items its LLM named ({view: items}), placed on the anchor the model reads. Done
+        on every build, so views cached under another window (MAX_ITEM_LIST_LENGTH) are placed for this one."""
+        return place_views(history, named["future"], named["rephrase"], named["counterfactual"], self.shape.window,
+                           np.random.default_rng(client_seed(self.seed, client)), self.shape.max_len)
 
     def _run(self, batches, histories):
         """(records, tokens processed) of each batch, as they finish: here, or on Ray workers."""
@@ -185,10 +195,9 @@ class LLMViewBuilder(ViewBuilder):
         else:
             named = self.decoder.decode(prefix_ids, suffixes, plans, excluded, generators, self.temperature, shortlists)
         records = []
-        for (client, history), sections, counts, seed in zip(batch.items(), named, asked, seeds):
+        for (client, history), sections, counts in zip(batch.items(), named, asked):
             by_view = dict(zip(views_of_section, sections))
-            views = place_views(history, by_view["future"], by_view["rephrase"], by_view["counterfactual"],
-                                self.shape.window, np.random.default_rng(seed))
+            views = self.place(client, history, by_view)
             records.append({"client": str(client), **{v: getattr(views, v) for v in VIEWS}, "named": by_view,
                             "asked": counts})
         return records, self.decoder.tokens_processed - before
