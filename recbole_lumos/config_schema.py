@@ -78,6 +78,8 @@ RULES = {
     "tri_anchor": choice("history", "prefix", "aligned_prefix"),
     "tri_anchor_gradient": FLAG,
     "tri_view_gradient": FLAG,
+    "fast_views": FLAG,
+    "share_negatives": FLAG,
     "future_weight": at_least(0, float),
     "views": choice(*VIEW_KINDS),
     # CL4SRec's contrastive loss (model/CL4SRec.yaml, FedCL4SRec.yaml)

@@ -355,7 +355,9 @@ def test_aligned_prefix_views_and_anchor_reach_the_client_batch(tiny_data, in_tm
         cuts = [k for k in range((len(history) + 1) // 2, len(history))
                 if np.array_equal(right_pad([history[:k]], L)[0, :width], anchor)]
         assert cuts, f"user {user}: the anchor is no prefix of the history's second half"  # never the whole history
-        future = right_pad([list(history[: cuts[0]]) + list(clients.views.items[user][0])], L)
+        prefix, continuation = list(history[: cuts[0]]), list(clients.views.items[user][0])
+        overflow = max(0, min(len(prefix), L) + len(continuation) - L)  # F gives up the prefix's last items to fit
+        future = right_pad([prefix[: len(prefix) - overflow] + continuation], L)
         assert np.array_equal(views[0], future[0, :width])  # F = that prefix + the generator's continuation
     with pytest.raises(LumosError, match="aligned_prefix moves generated views"):
         setup_model(tiny_data, model="LUMOS", views="random", tri_anchor="aligned_prefix")[-1].setup(train._dataset)

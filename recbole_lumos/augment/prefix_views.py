@@ -11,14 +11,14 @@ the validation query. Seeded by (seed, round, user), so a resumed run redraws th
 """
 import numpy as np
 
-from recbole_lumos.augment.base import ClientViews, ViewBuilder, appended_count, place_views
+from recbole_lumos.augment.base import ClientViews, ViewBuilder, appended_items, place_views
 
 
 def generated_items(history, views):
     """(future, similar, unlike): the items the generator put into a user's views, read off the views themselves:
     F's appended items, P's substituted items (oldest first) and the items that replace N's ending."""
     history = np.asarray(history)
-    future = list(views.future[len(history):]) if appended_count(history, views.future) else []
+    future = appended_items(history, views.future)
     rephrase, counterfactual = np.asarray(views.rephrase), np.asarray(views.counterfactual)
     similar = rephrase[rephrase != history].tolist() if len(rephrase) == len(history) else []
     changed = np.flatnonzero(counterfactual != history) if len(counterfactual) == len(history) else []
@@ -32,9 +32,10 @@ class AlignedPrefixViews(ViewBuilder):
 
     redraws = True
 
-    def __init__(self, generated, histories, base_name, base_stats, window, seed=0):
+    def __init__(self, generated, histories, base_name, base_stats, window, seed=0, max_len=None, base=None):
         self.items = {user: generated_items(histories[user], views) for user, views in generated.items()}
-        self.window, self.seed = window, seed
+        self.window, self.seed, self.max_len = window, seed, max_len
+        self.base = base  # the generator whose views these are (a run records its view set through it)
         self.name, self._stats = f"{base_name}+aligned-prefix", base_stats
 
     def build(self, histories, round=0):
@@ -43,7 +44,7 @@ class AlignedPrefixViews(ViewBuilder):
             rng = np.random.default_rng([self.seed, round, int(user)])
             n = len(history)
             prefix = list(history[: rng.integers((n + 1) // 2, n) if n >= 2 else n])  # [ceil(n/2), n-1] items
-            views = place_views(prefix, *self.items[user], self.window, rng)
+            views = place_views(prefix, *self.items[user], self.window, rng, self.max_len)
             out[user] = ClientViews(views.future, views.rephrase, views.counterfactual, anchor=prefix)
         return out
 

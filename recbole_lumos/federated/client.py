@@ -32,7 +32,7 @@ from recbole_lumos.data.partition import dominant_labels, partition_clients
 from recbole_lumos.errors import LumosError
 from recbole_lumos.federated import attacks
 from recbole_lumos.federated.client_data import ClientData
-from recbole_lumos.model.sequences import random_negatives
+from recbole_lumos.model.sequences import random_negatives, shared_negatives
 
 PRIVATE_PREFIXES = ("projection.",)  # kept on each client, never sent to the server
 
@@ -84,19 +84,29 @@ def cohort_objective(model, batch, heads, client_weight):
     projected by its own client's head. heads {name: [U, ...]}: each anchor's client's head parameters. With
     w_c = the client's target count, the w_c-weighted mean next-item losses add up to the plain sum over all
     targets. Returns (objective, mean rec, mean tri)."""
-    rec_sum = model.next_item_loss(batch["windows"], reduction="sum")
+    own = getattr(model, "cohort_objective", None)  # a model with its own (FedCL4SRec: NT-Xent within each client)
+    if own is not None:
+        return own(batch, heads, client_weight)
+    fast = model.uses_views and getattr(model, "fast_views", False)
+    if fast:  # each anchor encoded once, its windows and views read off it (exact: LUMOS.cohort_encoding)
+        rec_sum, hidden, future_states = model.cohort_encoding(batch)
+    else:
+        rec_sum = model.next_item_loss(batch["windows"], reduction="sum")
     rec_mean = rec_sum.detach() / (batch["windows"][:, 1:] > 0).sum().clamp(min=1)
     if not model.uses_views:
         return rec_sum, rec_mean, torch.zeros_like(rec_mean)
     anchor, negatives, owner = batch["anchor"], batch["negatives"], batch["owner"]
     U, K = negatives.shape[:2]
-    hidden, future_states = model.encode_views(anchor, batch["views"], negatives)
-    rows = torch.cat([torch.arange(U), torch.arange(U).repeat_interleave(3), torch.arange(U).repeat_interleave(K)])
-    if heads:  # private heads: each row through its own client's
-        row_heads = {name: value[rows.to(value.device)] for name, value in heads.items()}
-        projected = vmap(lambda params, h: functional_call(model.projection, params, (h,)))(row_heads, hidden)
-    else:  # a shared head (or the identity): the live model's
-        projected = model.projection(hidden)
+    if fast:
+        projected = _grouped_by_kind(_project_by_anchor(model, hidden, heads))
+    else:
+        hidden, future_states = model.encode_views(anchor, batch["views"], negatives)
+        rows = torch.cat([torch.arange(U), torch.arange(U).repeat_interleave(3), torch.arange(U).repeat_interleave(K)])
+        if heads:  # private heads: each row through its own client's
+            row_heads = {name: value[rows.to(value.device)] for name, value in heads.items()}
+            projected = vmap(lambda params, h: functional_call(model.projection, params, (h,)))(row_heads, hidden)
+        else:  # a shared head (or the identity): the live model's
+            projected = model.projection(hidden)
     tri = model.tri_view_loss_of_states(F.normalize(projected, dim=-1), anchor, K)
     users = torch.bincount(owner, minlength=len(client_weight)).to(client_weight.dtype)
     objective = rec_sum + model.tri_weight * (tri * (client_weight / users)[owner]).sum()
@@ -106,6 +116,20 @@ def cohort_objective(model, batch, heads, client_weight):
         future = model.future_item_losses(future_states, batch["views"][:, 0], count)
         objective = objective + model.future_weight * (future * (client_weight / targets.clamp(min=1))[owner]).sum()
     return objective, rec_mean, tri.detach().mean()
+
+
+def _project_by_anchor(model, hidden, heads):
+    """hidden [U, R, H] (each anchor's rows together) through each anchor's own head (heads {name: [U, ...]}), or the
+    live model's head without private heads: one batched product per anchor, no copy of a head per row."""
+    if heads:
+        return vmap(lambda params, h: functional_call(model.projection, params, (h,)))(heads, hidden)
+    return model.projection(hidden)
+
+
+def _grouped_by_kind(states):
+    """[U, 4 + K, D] (each anchor's anchor, F, P, N, negatives) -> [U * (4 + K), D] in stack_sequences' order."""
+    U, R, D = states.shape
+    return torch.cat([states[:, 0], states[:, 1:4].reshape(U * 3, D), states[:, 4:].reshape(U * (R - 4), D)])
 
 
 def looped(fn, in_dims, randomness=None):
@@ -207,6 +231,10 @@ class Clients:
 
     def __init__(self, config, model, train_dataset, logger):
         self.config, self.model, self.device = config, model, config["device"]
+        # share_negatives: the anchors of a summed cohort share their tri_extra_negatives random sequences, which the
+        # model then encodes once for the cohort (LUMOS.negative_states); False: each anchor draws its own, as the
+        # per-client path and central training always do. "is not False": a config saved before the key read None
+        self.share_negatives = config["share_negatives"] is not False
         histories = train_dataset.client_histories()
         if config["noise_ratio"] > 0:  # noisy clients: before any view is built from the histories. The noise is
             # the clients' data, drawn once like their views (view_seed): the seeds vary training alone
@@ -239,7 +267,8 @@ class Clients:
                     raise LumosError("tri_anchor aligned_prefix moves generated views: use it with views llm or "
                                      "embedding and without views_perturb")
                 self.views = AlignedPrefixViews(views, histories, self.views.name, self.views.stats(),
-                                                setting(config, "view_window_items"), view_seed(config))
+                                                setting(config, "view_window_items"), view_seed(config),
+                                                config["MAX_ITEM_LIST_LENGTH"], base=self.views)
                 views = None
             logger.info(set_color("views", "blue") + f": {self.views.name} {self.views.stats()}")
         logger.info(set_color("clients", "blue") + f": {len(clients)} holding {len(users)} users")
@@ -288,13 +317,18 @@ class Clients:
             histories = {u: self.data.histories[u] for c in client_ids for u in self.data.clients[c]}
             self.data.set_views(self.views.build(histories, round=round_idx))
 
-    def with_negatives(self, batch, generator):
+    def with_negatives(self, batch, generator, shared=False):
         """The batch on the device: its anchors as the model trains them (``tri_anchor``), with
-        ``tri_extra_negatives`` random-item sequences per anchor."""
+        ``tri_extra_negatives`` random-item sequences per anchor. shared: a flat batch's anchors share them (one
+        pool, ``shared_negatives``)."""
         if self.model.uses_views:
             batch["anchor"] = self.model.training_anchors(batch["anchor"], generator)
-            batch["negatives"] = random_negatives(batch["anchor"], self.config["tri_extra_negatives"],
-                                                  self.model.n_items, generator)
+            count, n_items = self.config["tri_extra_negatives"], self.model.n_items
+            if shared and batch["anchor"].dim() == 2:
+                batch["negative_pool"], batch["negatives"] = shared_negatives(batch["anchor"], count, n_items,
+                                                                              generator)
+            else:
+                batch["negatives"] = random_negatives(batch["anchor"], count, n_items, generator)
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def fit(self, client_ids, shared, generator, round_idx, summable):
@@ -316,7 +350,7 @@ class Clients:
             private = {k: bank[cohort] for k, bank in self.private_bank.items()}
             weights = self.data.num_samples[cohort].to(self.device)
             if summed:
-                batch = self.with_negatives(self.data.batch_of_users(cohort), generator)
+                batch = self.with_negatives(self.data.batch_of_users(cohort), generator, self.share_negatives)
                 update, private, loss = self.trainer.summed_update(private, batch, weights)
             else:
                 batch = self.with_negatives(self.data.cohort(cohort), generator)
@@ -358,7 +392,7 @@ class Clients:
         self.model.eval()
         sums, anchors = {"tri_loss": 0.0, "tri_loss_initial_head": 0.0}, 0
         for cohort in chunks(real, self.config["cohort_size"]):
-            batch = self.with_negatives(self.data.batch_of_users(cohort), generator)
+            batch = self.with_negatives(self.data.batch_of_users(cohort), generator, self.share_negatives)
             owner, weights = batch["owner"].cpu(), self.data.num_samples[cohort].to(self.device)
             own = {n.split(".", 1)[1]: v[cohort][owner].to(self.device) for n, v in self.private_bank.items()}
             first = {n: p.unsqueeze(0).expand(len(owner), *p.shape) for n, p in initial.items()}

@@ -26,12 +26,14 @@ class ClientData:
         """histories {user: items}; clients [array of users]; views {user: ClientViews} or None."""
         users = sorted(histories)
         user_row = {user: row + 1 for row, user in enumerate(users)}
-        windows, user_windows = [np.zeros(max_len + 1, dtype=np.int64)], {}
+        windows, user_windows, window_user = [np.zeros(max_len + 1, dtype=np.int64)], {}, [0]
         for user in users:
             own = right_pad(windows_of(histories[user], max_len), max_len + 1)
             user_windows[user] = np.arange(len(windows), len(windows) + len(own))
             windows.extend(own)
+            window_user.extend([user_row[user]] * len(own))
         self.windows = torch.from_numpy(np.stack(windows))
+        self.window_user = torch.tensor(window_user)  # each window's user's row of the user tables
         self.anchor = torch.from_numpy(right_pad([[]] + [histories[u] for u in users], max_len))
         self.max_len, self.user_row = max_len, user_row
         self.histories, self.clients = histories, clients  # user ids per client
@@ -75,12 +77,17 @@ class ClientData:
                 "future_count": self.future_count[user_index]}
 
     def batch_of_users(self, client_ids):
-        """All windows and users of these clients in one flat batch; owner: each user's position in client_ids."""
+        """All windows and users of these clients in one flat batch; owner: each user's position in client_ids;
+        window_anchor: each window's user's position in the batch's users; window_owner: each window's client's."""
         windows = torch.from_numpy(np.concatenate([self.client_windows[c] for c in client_ids]))
         users = torch.from_numpy(np.concatenate([self.client_users[c] for c in client_ids]))
         owner = torch.cat([torch.full((len(self.client_users[c]),), k) for k, c in enumerate(client_ids)])
+        position = torch.zeros(len(self.anchor), dtype=torch.long)
+        position[users] = torch.arange(len(users))
+        window_anchor = position[self.window_user[windows]]
         return {**self._trimmed(self.windows[windows], self.anchor[users], self.views[users]), "owner": owner,
-                "future_count": self.future_count[users]}
+                "future_count": self.future_count[users], "window_anchor": window_anchor,
+                "window_owner": owner[window_anchor]}
 
     @staticmethod
     def _trimmed(windows, anchor, views):

@@ -28,9 +28,20 @@ from torch import nn
 from recbole_lumos.augment.base import appended_count
 from recbole_lumos.augment.settings import setting
 from recbole_lumos.errors import LumosError
-from recbole_lumos.model.sequences import random_negatives, random_prefixes, right_pad
+from recbole_lumos.model.sequences import random_negatives, random_prefixes, right_pad, shared_prefix, trim_padding
 
 VIEW_NAMES = ("future", "rephrase", "counterfactual")
+
+
+def _spliced(anchor_states, states, shared, width):
+    """A sequence's states at its ``width`` positions [U, width, H]: the anchor's before shared [U], then those that
+    ``encode_on_prefix`` gave from there on (states [U, S, H])."""
+    U, L, H = anchor_states.shape[0], width, anchor_states.shape[2]
+    positions = torch.arange(L, device=anchor_states.device).unsqueeze(0)
+    index = (positions - shared.unsqueeze(1)).clamp(0, states.size(1) - 1)
+    after = states.gather(1, index.unsqueeze(-1).expand(U, L, H))
+    before = F.pad(anchor_states, (0, 0, 0, L - anchor_states.size(1)))  # the anchor may be the shorter
+    return torch.where((positions < shared.unsqueeze(1)).unsqueeze(-1), before, after)
 
 
 def _reads_views(tri_weight, views, future_weight):
@@ -53,6 +64,10 @@ class LUMOS(SASRec):
         # stop-gradients in L_tri; "is not False": a config saved before these keys existed reads None (True)
         self.anchor_gradient = config["tri_anchor_gradient"] is not False
         self.view_gradient = config["tri_view_gradient"] is not False
+        # How a federated cohort's sequences are encoded (``federated/client.py``'s cohort_objective): True encodes
+        # each anchor once and reads what its windows and views share with it off that encoding (``cohort_encoding``,
+        # exact with dropout off); False encodes every sequence whole (``encode_views``), the reference
+        self.fast_views = config["fast_views"] is not False
         # the head the tri-view loss reads states through (tri_head: private, shared: a linear layer; identity: none)
         if config["tri_head"] == "identity":
             self.projection = nn.Identity()
@@ -90,14 +105,86 @@ class LUMOS(SASRec):
         last = ((item_seq > 0).sum(-1) - 1).clamp(min=0)
         return self.gather_indexes(self.encode(item_seq) if states is None else states, last)
 
+    # ----------------------------------------------------------------------------------------- encoder on a prefix
+    # The same encoder as ``encode`` (RecBole's TransformerEncoder, the same parameters and dropout modules), written
+    # out so that a sequence can attend to the cached keys and values of a prefix it shares with another one: with
+    # causal attention the states, keys and values of a shared prefix do not depend on what follows it.
+    def _embed(self, item_seq, positions):
+        return self.dropout(self.LayerNorm(self.item_embedding(item_seq) + self.position_embedding(positions)))
+
+    @staticmethod
+    def _layer(layer, x, mask, prefix=None, query=None):
+        """One of RecBole's TransformerLayers on x [B, S, H], whose keys and values follow ``prefix`` ((keys, values)
+        [B, P, H] of earlier positions, or None); mask [B, 1, S, P + S], additive. query [B]: the output at that
+        position of each row only ([B, 1, H]; the keys and values still come from every position), for a last layer
+        whose last state alone is read. Returns (output [B, S, H], x's own (keys, values): what a later sequence
+        sharing this one's prefix reads)."""
+        attention = layer.multi_head_attention
+        keys, values = attention.key(x), attention.value(x)
+        if prefix is not None:
+            keys_all, values_all = torch.cat([prefix[0], keys], 1), torch.cat([prefix[1], values], 1)
+        else:
+            keys_all, values_all = keys, values
+        if query is not None:
+            x = x.gather(1, query.view(-1, 1, 1).expand(-1, 1, x.size(-1)))
+            mask = mask.gather(2, query.view(-1, 1, 1, 1).expand(-1, 1, 1, mask.size(-1)))
+
+        def heads(t):  # [B, T, H] -> [B, heads, T, H / heads]
+            return t.view(*t.shape[:2], attention.num_attention_heads, attention.attention_head_size).transpose(1, 2)
+
+        scores = heads(attention.query(x)) @ heads(keys_all).transpose(-1, -2)
+        probs = attention.attn_dropout(attention.softmax(scores / attention.sqrt_attention_head_size + mask))
+        context = (probs @ heads(values_all)).transpose(1, 2).reshape(x.shape)
+        hidden = attention.LayerNorm(attention.out_dropout(attention.dense(context)) + x)
+        return layer.feed_forward(hidden), (keys, values)
+
+    def _layers(self, x, mask, prefixes=None, last=None):
+        """Every layer; returns (states, [(keys, values) of each layer]). last [B]: the states at that position of
+        each row only [B, H] (the last layer computes no other)."""
+        caches, layers = [], self.trm_encoder.layer
+        for index, layer in enumerate(layers):
+            query = last if index == len(layers) - 1 else None
+            x, cache = self._layer(layer, x, mask, None if prefixes is None else prefixes[index], query)
+            caches.append(cache)
+        return (x if last is None else x.squeeze(1)), caches
+
+    def encode_cached(self, item_seq):
+        """``encode``'s states [B, L, H], and each layer's keys and values [B, L, H] for ``encode_on_prefix``."""
+        positions = torch.arange(item_seq.size(-1), device=item_seq.device).expand_as(item_seq)
+        return self._layers(self._embed(item_seq, positions), self.get_attention_mask(item_seq))
+
+    def encode_on_prefix(self, item_seq, shared, caches, last_only=False):
+        """States [B, S, H] of right-padded item_seq [B, L] at positions shared[b], shared[b] + 1, ... of each row
+        (S: the longest such run; padding after a row's last item), whose first shared[b] items are those of the
+        row's cached sequence (caches: ``encode_cached``'s, row by row). Exact: ``encode(item_seq)`` at those
+        positions, up to rounding. last_only: the state at each row's last item alone [B, H]."""
+        B, L = item_seq.shape
+        length = (item_seq > 0).sum(-1)
+        S = max(int((length - shared).max()) if B else 1, 1)
+        offsets = torch.arange(S, device=item_seq.device)
+        positions = shared.unsqueeze(1) + offsets  # [B, S]
+        own = positions < length.unsqueeze(1)
+        items = item_seq.gather(1, positions.clamp(max=L - 1)) * own
+        x = self._embed(items, torch.where(own, positions, 0))
+        P = int(shared.max()) if B else 0  # the prefix columns any row reads
+        reads_prefix = (torch.arange(P, device=item_seq.device) < shared.unsqueeze(1)).unsqueeze(1).expand(B, S, P)
+        causal = (offsets.view(1, S) <= offsets.view(S, 1)) & own.unsqueeze(1)  # [B, query, key]
+        mask = torch.where(torch.cat([reads_prefix, causal], -1), 0.0, -10000.0).unsqueeze(1)  # RecBole's values
+        last = (length - 1 - shared).clamp(min=0) if last_only else None
+        return self._layers(x, mask, [(keys[:, :P], values[:, :P]) for keys, values in caches], last)[0]
+
     # ----------------------------------------------------------------------------------------- losses
     def next_item_loss(self, windows, reduction="mean"):
         """Cross-entropy of the next item at every position; windows [B, L+1], 0 = padding (ignored)."""
-        inputs, targets = windows[:, :-1], windows[:, 1:]
-        logits = self.encode(inputs) @ self.item_embedding.weight.t()
-        total = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=0,
-                                reduction="sum")
-        return total if reduction == "sum" else total / (targets > 0).sum().clamp(min=1)
+        total = self.next_item_loss_of_states(self.encode(windows[:, :-1]), windows)
+        return total if reduction == "sum" else total / (windows[:, 1:] > 0).sum().clamp(min=1)
+
+    def next_item_loss_of_states(self, states, windows):
+        """The summed next-item cross-entropy of windows [B, L+1] from the states [B, >= L, H] of their inputs."""
+        targets = windows[:, 1:]
+        logits = states[:, : targets.size(1)] @ self.item_embedding.weight.t()
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=0,
+                               reduction="sum")
 
     @staticmethod
     def stack_sequences(anchor, views, negatives):
@@ -149,6 +236,60 @@ class LUMOS(SASRec):
         seqs = self.stack_sequences(anchor, views, negatives)
         states = self.encode(seqs)
         return self.last_states(seqs, states), states[U : 4 * U : 3]
+
+    # ----------------------------------------------------------------------------------------- a cohort, encoded once
+    def cohort_encoding(self, batch):
+        """What the federated cohort objective reads, each anchor encoded once and the rest built on it:
+        (the summed next-item loss of batch["windows"], last-position states [U, 4 + K, H] of each anchor and of its
+        F, P, N and negatives, F's states at every position [U, L, H] or None without future_weight).
+        The same numbers, up to rounding, as ``next_item_loss(windows, "sum")`` and ``encode_views`` (whose rows are
+        grouped by kind, not by anchor). Under dropout a window or view reads the anchor's dropout draws on the
+        prefix it shares with it, where the plain path draws its own."""
+        anchor, views = batch["anchor"], batch["views"]
+        prefixes = [shared_prefix(views[:, index], anchor) for index in range(views.size(1))]
+        anchor = trim_padding(anchor)[0]  # cut with the views, which may be longer (F): encoded to its own length
+        anchor_states, caches = self.encode_cached(anchor)
+        rec = self.next_item_loss_on_anchors(batch["windows"], batch.get("window_anchor"), anchor, anchor_states)
+        last, future_states = [self.last_states(anchor, anchor_states)], None
+        for index, shared in enumerate(prefixes):  # F, P, N: each from its first item that differs from the anchor
+            view = views[:, index]
+            if index == 0 and self.future_weight:  # L_future reads F's states at its appended items
+                states = self.encode_on_prefix(view, shared, caches)
+                last.append(self.gather_indexes(states, ((view > 0).sum(-1) - 1 - shared).clamp(min=0)))
+                future_states = _spliced(anchor_states, states, shared, view.size(1))
+            else:
+                last.append(self.encode_on_prefix(view, shared, caches, last_only=True))
+        negatives = self.negative_states(anchor, batch["negatives"], batch.get("negative_pool"))
+        return rec, torch.cat([torch.stack(last, 1), negatives], 1), future_states
+
+    def next_item_loss_on_anchors(self, windows, window_anchor, anchor, anchor_states):
+        """``next_item_loss(windows, "sum")``, the windows that are their user's anchor (a history that fits in one
+        window, anchored whole) read off the anchor's states [U, L, H]: under causal attention a window's inputs (the
+        anchor but its last item) have the anchor's states. window_anchor [W]: the row of ``anchor`` holding each
+        window's user (None: every window is encoded)."""
+        if window_anchor is None:
+            return self.next_item_loss(windows, "sum")
+        own = anchor[window_anchor]
+        width = min(windows.size(1), own.size(1))
+        same = ((windows > 0).sum(-1) == (own > 0).sum(-1)) & (windows[:, :width] == own[:, :width]).all(-1)
+        rows = window_anchor[same]
+        total = self.next_item_loss_of_states(anchor_states[rows], anchor[rows])
+        if not bool(same.all()):
+            total = total + self.next_item_loss(windows[~same], "sum")
+        return total
+
+    def negative_states(self, anchor, negatives, pool=None):
+        """Last-position states [U, K, H] of the negatives [U, K, L]. With pool [K, L] (negatives[u, k] = pool[k] cut
+        at anchor u's length: ``sequences.shared_negatives``) one encoding of the pool serves every anchor, each
+        reading it at its own last position (causal attention)."""
+        U, K, _ = negatives.shape
+        if K == 0:
+            return self.item_embedding.weight.new_zeros(U, 0, self.hidden_size)
+        if pool is None:
+            negatives = trim_padding(negatives)[0]
+            return self.last_states(negatives.reshape(U * K, -1)).view(U, K, -1)
+        last = ((anchor > 0).sum(-1) - 1).clamp(min=0)
+        return self.encode(pool[:, : int(last.max()) + 1])[:, last].transpose(0, 1)  # no anchor reads further
 
     def tri_view_losses(self, anchor, views, negatives):
         """anchor [U, L]; views [U, 3, L] (future, rephrase, counterfactual); negatives [U, K, L] -> L_tri [U]."""

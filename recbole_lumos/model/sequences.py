@@ -29,6 +29,21 @@ def random_negatives(anchor, num_negatives, num_items, generator=None):
     return items * (anchor > 0).unsqueeze(-2)
 
 
+def shared_negatives(anchor, num_negatives, num_items, generator=None):
+    """(pool [K, L], negatives [U, K, L]): K random-item sequences as wide as the anchors [U, L], each anchor's
+    negatives being the pool's rows cut at its own length. The anchors of a batch share their negatives (in-batch,
+    as contrastive losses often do), so the model encodes K sequences, not U * K (``LUMOS.negative_states``)."""
+    pool = random_negatives(anchor.new_ones(1, anchor.size(-1)), num_negatives, num_items, generator)[0]
+    return pool, pool * (anchor > 0).unsqueeze(-2)
+
+
+def shared_prefix(seqs, others):
+    """How many leading items each row of seqs [B, L] shares with the same row of others [B, L] (equal, not padding),
+    at most its length - 1: its last item, whose state is the one read, is always encoded."""
+    same = ((seqs == others) & (seqs > 0)).long().cumprod(-1).sum(-1)
+    return torch.minimum(same, ((seqs > 0).sum(-1) - 1).clamp(min=0))
+
+
 def random_prefixes(sequences, generator=None):
     """Right-padded sequences [..., L], each cut at a random point of its second half: a row of n >= 2 items keeps
     its first k, k uniform in [ceil(n / 2), n - 1], so it is never the whole row; shorter rows stay as they are."""
