@@ -238,7 +238,7 @@ def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None, de
         yaml.safe_dump(best, f, sort_keys=True)
     print("\n".join(lines[4:]))
     print(f"best {METRIC} {best_row[METRIC]:.4f}; config: {os.path.join(output_dir, 'best.yaml')} "
-          f"(python run_lumos.py --model={model} --dataset={dataset} "
+          f"(recbole-lumos -m {model} -d {dataset} "
           f"--config_files={os.path.join(output_dir, 'best.yaml')})")
     return best
 
