@@ -13,8 +13,9 @@ searched key but grid ones, so the winner is chosen against the defaults too (AS
 early, like any other). Any ``--key=value`` that is one of those sets it; any other fixes that config
 key for every trial (and takes it out of the space). Each validation (a round, or an epoch) is reported to ASHA,
 which stops the weaker trials early. Generated views are built once before the trials, which then share them.
-Outputs, in ``<output_dir>`` (default ``results/tune/<Model>-<dataset>``): ``trials.csv``, ``trials.md`` and
-``best.yaml``, a config file for ``run_lumos.py --config_files=...``.
+Outputs, in ``<output_dir>`` (default ``results/tune/<Model>-<dataset>``): ``trials.csv``, ``trials.md``,
+``best.yaml``, a config file for ``run_lumos.py --config_files=...``, and ``search.png``: each trial's best
+validation NDCG@20 in the order the trials started, with the best so far, to show whether the budget sufficed.
 """
 import os
 import shutil
@@ -114,7 +115,7 @@ def trainable(trial_config, model, dataset, config_files, fixed, search_dir, eva
 
 
 def tune(model, dataset, config_files, settings):
-    """Run the search; writes trials.csv / trials.md / best.yaml and returns the best trial's config."""
+    """Run the search; writes trials.csv / trials.md / best.yaml / search.png and returns the best trial's config."""
     require_ray("--tune")
     import ray
     from ray import tune as ray_tune
@@ -227,6 +228,10 @@ def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None, de
         if result.error:  # a trial that crashed is listed with its error, not dropped silently
             settings = ", ".join(f"{k}={_plain(v)}" for k, v in (result.config or {}).items())
             lines.append(f"\nFailed trial ({settings}): {str(result.error).strip().splitlines()[-1][:300]}")
+    budget = max(len(table), sum(1 for _ in grid))  # a crashed trial has no row but was part of the budget
+    plot_search(table, os.path.join(output_dir, "search.png"), model, dataset, budget)
+    lines += ["", "Each trial's best validation NDCG@20 in the order the trials started, and the best so far: "
+              "[search.png](search.png)"]
     with open(os.path.join(output_dir, "trials.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     best_row = table.iloc[0]
@@ -236,11 +241,58 @@ def write_outputs(grid, space, fixed, output_dir, model, dataset, first=None, de
     with open(os.path.join(output_dir, "best.yaml"), "w", encoding="utf-8") as f:
         f.write(f"# Best of {len(table)} trials of {model} on {dataset}: {METRIC} {best_row[METRIC]:.4f}\n")
         yaml.safe_dump(best, f, sort_keys=True)
-    print("\n".join(lines[4:]))
+    print("\n".join(lines[4:-2]))
     print(f"best {METRIC} {best_row[METRIC]:.4f}; config: {os.path.join(output_dir, 'best.yaml')} "
           f"(recbole-lumos -m {model} -d {dataset} "
           f"--config_files={os.path.join(output_dir, 'best.yaml')})")
     return best
+
+
+def search_series(table):
+    """(trial ids in the order they started, each one's best validation score, the best so far after each) from a
+    trials table (``trial_id`` and ``valid_ndcg@20`` columns, in any order). Ray numbers a search's trials as it
+    creates them (``<search>_00000``, ``_00001``, ...) and starts them in that order."""
+    def started(trial_id):
+        suffix = str(trial_id).rsplit("_", 1)[-1]
+        return int(suffix) if suffix.isdigit() else float("inf")
+
+    rows = sorted(zip(table["trial_id"], table[METRIC]), key=lambda row: started(row[0]))
+    ids, scores = [str(trial_id) for trial_id, _ in rows], [float(score) for _, score in rows]
+    best, running = [], float("-inf")
+    for score in scores:
+        running = max(running, score)
+        best.append(running)
+    return ids, scores, best
+
+
+def plot_search(table, path, model, dataset, budget=None):
+    """Write ``path`` (a PNG): the trials in the order they started on the x axis, each trial's best validation
+    NDCG@20 as a dot and the best so far as a step line; titled with the model, the dataset and the budget (the
+    number of trials, ``len(table)`` unless given). Returns search_series(table)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, without touching pyplot's global backend
+    from matplotlib.figure import Figure
+
+    ids, scores, best = search_series(table)
+    positions = list(range(1, len(ids) + 1))
+    figure = Figure(figsize=(6.4, 3.8), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(positions, scores, "o", color="tab:blue", label="trial's best validation NDCG@20")
+    axes.step(positions, best, where="post", color="tab:orange", label="best so far")
+    best_at = scores.index(best[-1]) + 1 if scores else None
+    if best_at:
+        axes.annotate(f"{best[-1]:.4f}", (best_at, best[-1]), textcoords="offset points", xytext=(0, 6),
+                      ha="center", fontsize=8)
+    axes.set_xticks(positions, [trial_id.rsplit("_", 1)[-1] for trial_id in ids], rotation=45, fontsize=8)
+    axes.set_xlabel("trial, in the order started (Ray's trial number)")
+    axes.set_ylabel("validation NDCG@20")
+    axes.set_title(f"{model} on {dataset}: {budget or len(ids)} trials", fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.margins(y=0.12)
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    figure.savefig(path)
+    return ids, scores, best
 
 
 def _plain(value):

@@ -150,3 +150,34 @@ def test_every_model_of_the_head_to_head_has_a_search_space_with_the_same_trial_
     assert len(set(budgets.values())) == 1, budgets
     assert len(client_fractions) >= 3 and len(set(client_fractions.values())) == 1, client_fractions
     assert None not in client_fractions.values(), client_fractions
+
+
+def test_write_outputs_plots_each_trial_in_the_order_started_with_the_running_maximum(tmp_path):
+    """search.png: the trials in the order Ray started them (its trial numbers, not the table's score order), each
+    one's best validation NDCG@20, and the best so far, which is their running maximum."""
+    import pandas as pd
+
+    from recbole_lumos.tune import METRIC, VALIDATION, search_series, write_outputs
+
+    frame = pd.DataFrame({"trial_id": ["ab_00002", "ab_00000", "ab_00003", "ab_00001"],
+                          "config/learning_rate": [0.002, 0.001, 0.004, 0.003],
+                          METRIC: [0.05, 0.03, 0.02, 0.04], VALIDATION: [4, 3, 1, 2]})
+
+    class Result:
+        def __init__(self, trial_id):
+            self.metrics, self.error, self.config = {"trial_id": trial_id}, None, {}
+
+    class Grid:
+        def get_dataframe(self, filter_metric, filter_mode):
+            return frame
+
+        def __iter__(self):
+            return iter([Result(trial_id) for trial_id in frame["trial_id"]])
+
+    write_outputs(Grid(), {"learning_rate": None}, {}, str(tmp_path), "SASRec", "tiny")
+    assert (tmp_path / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "[search.png](search.png)" in (tmp_path / "trials.md").read_text()
+    ids, scores, best = search_series(pd.read_csv(tmp_path / "trials.csv"))
+    assert ids == ["ab_00000", "ab_00001", "ab_00002", "ab_00003"]
+    assert scores == [0.03, 0.04, 0.05, 0.02]
+    assert best == [0.03, 0.04, 0.05, 0.05] == [max(scores[:n + 1]) for n in range(len(scores))]
