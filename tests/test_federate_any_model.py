@@ -11,11 +11,9 @@ import pytest
 import recbole.data.dataset
 import torch
 import yaml
-from recbole.data import create_dataset, data_preparation
 from recbole.data.interaction import Interaction
 from recbole.model.general_recommender import BPR
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, NARM
-from recbole.utils import init_seed
 
 from recbole_lumos import registry
 from recbole_lumos.data.partition import partition_clients
@@ -23,10 +21,10 @@ from recbole_lumos.errors import LumosError
 from recbole_lumos.federated.aggregators import FedAvg
 from recbole_lumos.federated.client import CohortTrainer
 from recbole_lumos.federated.client_data import ClientData, windows_of
-from recbole_lumos.quick_start import build_config
 from recbole_lumos.registry import federate
 from recbole_lumos.trainer import FederatedTrainer
 from tests.conftest import tiny_settings
+from tests.test_federated import setup_model as federated_setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FedGRU4Rec = federate(GRU4Rec)
@@ -34,12 +32,7 @@ PATHS = {"summed": {}, "one delta per client": {"local_epochs": 2}}  # the summe
 
 
 def setup_model(data_path, model="FedGRU4Rec", **overrides):
-    config = build_config(model, "tiny", config_dict=tiny_settings(data_path, **overrides))
-    init_seed(config["seed"], True)
-    train, valid, test = data_preparation(config, create_dataset(config))
-    model_obj = registry.get_model(model)(config, train._dataset)
-    trainer = registry.get_trainer(config["MODEL_TYPE"], model)(config, model_obj)
-    return config, train, valid, test, model_obj, trainer
+    return federated_setup(data_path, model=model, **overrides)
 
 
 def own_rows_loss(model, histories, users):
