@@ -45,5 +45,6 @@ setup(
         # Major pinned: the accountant's history format (noise multiplier, sample rate, steps) is Opacus 1.x API.
         "opacus>=1.5,<2",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # Flower's simulation extra pins a Ray that pip cannot resolve beside RecBole's pin: a second line (docs/flower.md)
+    extras_require={"test": ["pytest>=8"], "flower": ['flwr==1.42.*; python_version >= "3.11"']},
 )

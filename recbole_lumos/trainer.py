@@ -26,6 +26,14 @@ from recbole_lumos.resume import resume_file, save_atomically
 
 
 class FederatedTrainer(Trainer):
+    def __new__(cls, config, model):
+        """``engine: flower``: the same trainer, its rounds run through Flower (recbole_lumos/flower/engine.py)."""
+        if cls is FederatedTrainer and config["federated"] and config["engine"] == "flower":
+            from recbole_lumos.flower.engine import FlowerTrainer
+
+            cls = FlowerTrainer
+        return super().__new__(cls)
+
     def __init__(self, config, model):
         super().__init__(config, model)
         self.federated = config["federated"]
