@@ -98,15 +98,11 @@ def cohort_objective(model, batch, heads, client_weight):
     anchor, negatives, owner = batch["anchor"], batch["negatives"], batch["owner"]
     U, K = negatives.shape[:2]
     if fast:
-        projected = _grouped_by_kind(_project_by_anchor(model, hidden, heads))
+        projected = _grouped_by_kind(_project(model, hidden, heads))
     else:
         hidden, future_states = model.encode_views(anchor, batch["views"], negatives)
         rows = torch.cat([torch.arange(U), torch.arange(U).repeat_interleave(3), torch.arange(U).repeat_interleave(K)])
-        if heads:  # private heads: each row through its own client's
-            row_heads = {name: value[rows.to(value.device)] for name, value in heads.items()}
-            projected = vmap(lambda params, h: functional_call(model.projection, params, (h,)))(row_heads, hidden)
-        else:  # a shared head (or the identity): the live model's
-            projected = model.projection(hidden)
+        projected = _project(model, hidden, {name: value[rows.to(value.device)] for name, value in heads.items()})
     tri = model.tri_view_loss_of_states(F.normalize(projected, dim=-1), anchor, K)
     users = torch.bincount(owner, minlength=len(client_weight)).to(client_weight.dtype)
     objective = rec_sum + model.tri_weight * (tri * (client_weight / users)[owner]).sum()
@@ -118,9 +114,9 @@ def cohort_objective(model, batch, heads, client_weight):
     return objective, rec_mean, tri.detach().mean()
 
 
-def _project_by_anchor(model, hidden, heads):
-    """hidden [U, R, H] (each anchor's rows together) through each anchor's own head (heads {name: [U, ...]}), or the
-    live model's head without private heads: one batched product per anchor, no copy of a head per row."""
+def _project(model, hidden, heads):
+    """hidden [N, ...] through the head of each of its N leading rows (heads {name: [N, ...]}: per anchor, each
+    anchor's rows together, or one per row), or through the live model's head without private heads."""
     if heads:
         return vmap(lambda params, h: functional_call(model.projection, params, (h,)))(heads, hidden)
     return model.projection(hidden)
